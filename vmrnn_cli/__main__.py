@@ -1,0 +1,5 @@
+"""`python -m vmrnn_cli` (used by torchrun for multi-GPU training)."""
+
+from vmrnn_cli.cli import main
+
+main()
