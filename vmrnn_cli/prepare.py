@@ -1,0 +1,264 @@
+"""`vmrnn prepare`: rasters -> a chunked, georeferenced Zarr cube with split, statistics and window index.
+
+The data are read once, out of core: each block of time chunks is streamed into the Zarr store in one
+dask computation that also yields that block's train statistics and valid-pixel counts.
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+import dask
+import numpy as np
+import xarray as xr
+import zarr
+
+from vmrnn_cli.atomic import atomic_path, check_writable
+from vmrnn_cli.cube import CUBE_VERSION, PARTS
+from vmrnn_cli.errors import VmrnnError
+from vmrnn_cli.io.readers import read_rasters
+
+MIN_VALID_FRACTION = 0.5
+# Dask works on blocks of several patch-sized Zarr chunks (about this many pixels a side): fewer, larger tasks.
+DASK_CHUNK_SIDE = 512
+
+
+@dataclass(frozen=True)
+class PrepareSummary:
+    """What `prepare` made, for the one-line report on stderr."""
+
+    output: Path
+    shape: tuple[int, int, int, int]
+    split: dict[str, tuple[int, int]]
+    windows: dict[str, int]
+
+
+def parse_split(text: str) -> tuple[float, float, float]:
+    """Parse "train,val,test" fractions (>= 0, summing to 1); ValueError on anything else."""
+    try:
+        parts = tuple(float(v) for v in text.split(","))
+    except ValueError:
+        raise ValueError(f"{text!r} is not three comma-separated numbers like 0.8,0.1,0.1") from None
+    if len(parts) != 3 or min(parts) < 0 or not math.isclose(sum(parts), 1.0, abs_tol=1e-6) or parts[0] == 0:
+        raise ValueError(f"{text!r} must be three fractions >= 0 summing to 1, train > 0 (e.g. 0.8,0.1,0.1)")
+    return parts
+
+
+def parse_bands(text: str | None) -> list[int] | None:
+    """Parse "1,3" into [1, 3]; None stays None (all bands); ValueError on anything else."""
+    if text is None:
+        return None
+    try:
+        return [int(v) for v in text.split(",")]
+    except ValueError:
+        raise ValueError(f"{text!r} is not a comma-separated list of band numbers like 1,3") from None
+
+
+def split_ranges(
+    n_frames: int, fractions: tuple[float, float, float], window: int, source: str
+) -> dict[str, tuple[int, int]]:
+    """Contiguous (start, stop) time ranges per part; a non-empty part must hold at least one window."""
+    n_train = round(fractions[0] * n_frames)
+    n_val = round(fractions[1] * n_frames)
+    bounds = [0, n_train, n_train + n_val, n_frames]
+    ranges = {part: (bounds[i], bounds[i + 1]) for i, part in enumerate(PARTS)}
+    for part, fraction in zip(PARTS, fractions):
+        length = ranges[part][1] - ranges[part][0]
+        if fraction > 0 and length < window:
+            raise VmrnnError(
+                f"{source}: the {part} part gets {length} of {n_frames} frames, fewer than one window of "
+                f"input+output = {window} frames; change --split (e.g. --split 1,0,0 to hold out nothing) "
+                "or use fewer --input-frames/--output-frames"
+            )
+    return ranges
+
+
+def _describe(paths: list[str]) -> str:
+    return paths[0] if len(paths) == 1 else f"{paths[0]} (+{len(paths) - 1} more)"
+
+
+def prepare(
+    inputs: list[str],
+    output: Path,
+    var: str | None = None,
+    time_format: str | None = None,
+    bands: list[int] | None = None,
+    input_frames: int = 10,
+    output_frames: int = 10,
+    patch_size: int = 64,
+    stride: int | None = None,
+    split: tuple[float, float, float] = (0.8, 0.1, 0.1),
+    zarr_format: int = 2,
+    overwrite: bool = False,
+) -> PrepareSummary:
+    """Read the inputs, check them, and write the cube to `output` atomically."""
+    output = Path(output)
+    check_writable(output, overwrite)
+    stride = stride or patch_size
+    source = _describe(inputs)
+    da = read_rasters(inputs, var=var, time_format=time_format, bands=bands)
+    n_time, n_band, height, width = (da.sizes[d] for d in ("time", "band", "y", "x"))
+    window = input_frames + output_frames
+    if n_time < window:
+        raise VmrnnError(
+            f"{source}: {n_time} frames, fewer than --input-frames + --output-frames = {window}"
+        )
+    if min(height, width) < patch_size:
+        raise VmrnnError(
+            f"{source}: the scene is {height} x {width} pixels, smaller than --patch-size {patch_size}; "
+            f"pass --patch-size {min(height, width)} or less"
+        )
+    ranges = split_ranges(n_time, split, window, source)
+    time_chunk = min(window, n_time)
+    side = patch_size * max(1, DASK_CHUNK_SIDE // patch_size)
+    data = da.chunk({"time": time_chunk, "band": n_band, "y": side, "x": side})
+    with atomic_path(output, overwrite) as tmp:
+        _write_template(data, tmp, zarr_format, (time_chunk, n_band, patch_size, patch_size))
+        stats, frame_counts = _stream(data, tmp, ranges["train"], patch_size, stride)
+        windows = _windows(frame_counts, ranges, window, n_band * patch_size**2, stride, source)
+        empty = [i + 1 for i, n in enumerate(stats[0]) if n == 0]
+        if empty:
+            raise VmrnnError(f"{source}: band {empty[0]} has no valid pixel in the train part; drop it with --bands")
+        _write_index(tmp, stats, windows, ranges, da, input_frames, output_frames, patch_size, stride, zarr_format)
+    return PrepareSummary(output, (n_time, n_band, height, width), ranges, {p: len(w) for p, w in windows.items()})
+
+
+def _write_template(data: xr.DataArray, path: Path, zarr_format: int, chunks: tuple[int, ...]) -> None:
+    """Write metadata and coordinates; the data array itself is filled block by block later."""
+    cube = data.rename("data").to_dataset()
+    cube["data"].attrs = {
+        "long_name": "data in physical units",
+        "grid_mapping": "spatial_ref",  # CF: the CRS for xarray/rioxarray/netCDF tools
+        "_CRS": {"wkt": data.rio.crs.to_wkt()},  # GDAL's Zarr convention: the CRS for GDAL and QGIS
+    }
+    cube["data"].encoding = {}
+    encoding = {"data": {"chunks": chunks, "dtype": "float32", "_FillValue": np.nan}}
+    cube.to_zarr(path, mode="w", compute=False, zarr_format=zarr_format, encoding=encoding, consolidated=False)
+
+
+def _stream(
+    data: xr.DataArray, path: Path, train: tuple[int, int], patch: int, stride: int
+) -> tuple[tuple[np.ndarray, np.ndarray, np.ndarray], np.ndarray]:
+    """Write the data block by block; return train (count, mean, M2) per band and valid counts per frame and window.
+
+    Each block is one dask computation whose chunks feed both the Zarr write and `_summarise`, so every
+    input chunk is read once.
+    """
+    n_time, n_band, height, width = data.shape
+    cell = math.gcd(patch, stride)
+    time_chunk = data.data.chunksize[0]
+    y_offsets = np.cumsum((0,) + data.chunks[2][:-1]) // cell
+    x_offsets = np.cumsum((0,) + data.chunks[3][:-1]) // cell
+    moments = (np.zeros(n_band), np.zeros(n_band), np.zeros(n_band))
+    frame_counts = []
+    for start in range(0, n_time, time_chunk):
+        stop = min(start + time_chunk, n_time)
+        block = data.isel(time=slice(start, stop))
+        write = block.drop_vars([c for c in block.coords if c != "time"]).rename("data").to_dataset().to_zarr(
+            path, region={"time": slice(start, stop)}, compute=False, consolidated=False
+        )
+        rows = (max(start, train[0]) - start, max(min(stop, train[1]) - start, 0))
+        chunks = block.data.to_delayed(optimize_graph=False)[0, 0]
+        summaries = [[dask.delayed(_summarise)(chunk, rows, cell) for chunk in row] for row in chunks]
+        _, summaries = dask.compute(write, summaries)
+        cells = np.zeros((stop - start, height // cell, width // cell), dtype=np.int32)
+        for i, row in enumerate(summaries):
+            for j, (chunk_cells, *chunk_moments) in enumerate(row):
+                cy, cx = chunk_cells.shape[1:]
+                cells[:, y_offsets[i] : y_offsets[i] + cy, x_offsets[j] : x_offsets[j] + cx] = chunk_cells
+                moments = _merge_moments(*moments, *chunk_moments)
+        frame_counts.append(_box_sums(cells, patch // cell, stride // cell))
+    return moments, np.concatenate(frame_counts)
+
+
+def _summarise(
+    chunk: np.ndarray, train_rows: tuple[int, int], cell: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """One chunk: valid values per (frame, cell x cell block), and per band the train rows' (count, mean, M2)."""
+    valid = ~np.isnan(chunk)
+    n_time, n_band, height, width = chunk.shape
+    hc, wc = height // cell, width // cell
+    cells = valid[:, :, : hc * cell, : wc * cell].reshape(n_time, n_band, hc, cell, wc, cell)
+    cells = cells.sum(axis=(1, 3, 5), dtype=np.int32)
+    train, train_valid = chunk[slice(*train_rows)], valid[slice(*train_rows)]
+    count = train_valid.sum(axis=(0, 2, 3)).astype(np.float64)
+    mean = np.where(train_valid, train, 0).sum(axis=(0, 2, 3), dtype=np.float64) / np.maximum(count, 1)
+    deviation = np.where(train_valid, train - mean[None, :, None, None].astype(np.float32), 0).astype(np.float64)
+    return cells, count, mean, (deviation**2).sum(axis=(0, 2, 3))
+
+
+def _merge_moments(count, mean, m2, b_count, b_mean, b_m2):
+    """Chan et al.'s parallel update of (count, mean, sum of squared deviations), per band."""
+    total = count + b_count
+    safe = np.where(total > 0, total, 1)
+    delta = b_mean - mean
+    return total, mean + delta * b_count / safe, m2 + b_m2 + delta**2 * count * b_count / safe
+
+
+def _box_sums(cells: np.ndarray, box: int, step: int) -> np.ndarray:
+    """Per frame, sums of `box` x `box` cells at every window position (every `step` cells)."""
+    integral = np.zeros((cells.shape[0], cells.shape[1] + 1, cells.shape[2] + 1), dtype=np.int64)
+    integral[:, 1:, 1:] = cells.cumsum(axis=1).cumsum(axis=2)
+    ys = np.arange(0, cells.shape[1] - box + 1, step)
+    xs = np.arange(0, cells.shape[2] - box + 1, step)
+    y0, x0 = ys[:, None], xs[None, :]
+    return integral[:, y0 + box, x0 + box] - integral[:, y0, x0 + box] - integral[:, y0 + box, x0] + integral[:, y0, x0]
+
+
+def _windows(
+    frame_counts: np.ndarray, ranges: dict[str, tuple[int, int]], window: int, values_per_frame: int,
+    stride: int, source: str,
+) -> dict[str, np.ndarray]:
+    """(t0, y0, x0) of every window wholly inside its part with >= MIN_VALID_FRACTION valid values."""
+    cumulative = np.concatenate([np.zeros((1,) + frame_counts.shape[1:], np.int64), frame_counts.cumsum(axis=0)])
+    window_counts = cumulative[window:] - cumulative[:-window]
+    good = window_counts >= MIN_VALID_FRACTION * window * values_per_frame
+    windows = {}
+    for part, (start, stop) in ranges.items():
+        t0, iy, ix = np.nonzero(good[start : max(start, stop - window + 1)])
+        windows[part] = np.stack([t0 + start, iy * stride, ix * stride], axis=1).astype(np.int64)
+        if stop > start and len(windows[part]) == 0:
+            raise VmrnnError(
+                f"{source}: no window of the {part} part has >= {MIN_VALID_FRACTION:.0%} valid pixels "
+                "(too much nodata); check the nodata value or change --split"
+            )
+    return windows
+
+
+def _write_index(
+    path: Path, stats: tuple[np.ndarray, np.ndarray, np.ndarray], windows: dict[str, np.ndarray],
+    ranges: dict[str, tuple[int, int]], da: xr.DataArray, input_frames: int, output_frames: int,
+    patch_size: int, stride: int, zarr_format: int,
+) -> None:
+    """Add statistics and window index variables and the cube attributes, then consolidate metadata."""
+    count, mean, m2 = stats
+    std = np.sqrt(m2 / np.where(count > 0, count, 1))
+    std = np.where(std > 0, std, 1.0)
+    extra = xr.Dataset(
+        {"mean": ("band", mean), "std": ("band", std)}
+        | {f"windows_{p}": ((f"window_{p}", "corner"), w) for p, w in windows.items()}
+    )
+    extra["mean"].attrs["long_name"] = "per-band mean over the train part (NaN ignored)"
+    extra["std"].attrs["long_name"] = "per-band standard deviation over the train part (NaN ignored; 1 if constant)"
+    for part in windows:
+        extra[f"windows_{part}"].attrs["long_name"] = f"(t0, y0, x0) of each {part} window (time and pixel indices)"
+    extra.to_zarr(path, mode="a", zarr_format=zarr_format, consolidated=False)
+    nodata = da.attrs.get("source_nodata")
+    group = zarr.open_group(path, mode="r+", zarr_format=zarr_format)
+    group.attrs.update(
+        vmrnn_cube=CUBE_VERSION,
+        input_frames=input_frames,
+        output_frames=output_frames,
+        patch_size=patch_size,
+        stride=stride,
+        min_valid_fraction=MIN_VALID_FRACTION,
+        split={part: list(r) for part, r in ranges.items()},
+        band_names=list(da.attrs.get("band_names", [])),
+        source_nodata=None if nodata is None or np.isnan(nodata) else float(nodata),
+    )
+    with warnings.catch_warnings():  # for v3 zarr warns that consolidation is outside the spec; xarray does it too
+        warnings.simplefilter("ignore", category=UserWarning)
+        zarr.consolidate_metadata(path, zarr_format=zarr_format)
