@@ -1,0 +1,68 @@
+"""The one place that maps a selective-scan backend name to its function (pysteps-style `get_backend`)."""
+
+from __future__ import annotations
+
+import importlib
+from typing import Callable
+
+import torch
+from torch import Tensor
+
+from models.scan.reference import selective_scan_reference
+from models.scan.torch_scan import selective_scan_torch
+
+BACKENDS = ("auto", "reference", "torch", "mamba", "triton")
+
+
+def _mamba() -> Callable[..., Tensor]:
+    from models.scan.mamba import selective_scan_mamba
+
+    return selective_scan_mamba
+
+
+def _triton() -> Callable[..., Tensor]:
+    return importlib.import_module("models.scan.triton_scan").selective_scan_triton
+
+
+def _available(loader: Callable[[], Callable[..., Tensor]]) -> bool:
+    try:
+        loader()
+    except ImportError:
+        return False
+    return True
+
+
+def get_backend(name: str, device: torch.device | str | None = None) -> Callable[..., Tensor]:
+    """The scan function called `name`; "auto" picks mamba, then triton on CUDA, and torch elsewhere."""
+    if name == "reference":
+        return selective_scan_reference
+    if name == "torch":
+        return selective_scan_torch
+    if name == "mamba":
+        return _mamba()
+    if name == "triton":
+        return _triton()
+    if name == "auto":
+        if device is not None and torch.device(device).type == "cuda":
+            for loader in (_mamba, _triton):
+                if _available(loader):
+                    return loader()
+        return selective_scan_torch
+    raise ValueError(f"unknown selective-scan backend {name!r}; choose one of {', '.join(BACKENDS)}")
+
+
+def selective_scan(
+    u: Tensor,
+    delta: Tensor,
+    A: Tensor,
+    B: Tensor,
+    C: Tensor,
+    D: Tensor | None = None,
+    z: Tensor | None = None,
+    delta_bias: Tensor | None = None,
+    delta_softplus: bool = False,
+    backend: str = "auto",
+) -> Tensor:
+    """Mamba's selective scan with mamba_ssm's `selective_scan_fn` shapes, run by the named backend."""
+    scan = get_backend(backend, u.device)
+    return scan(u, delta, A, B, C, D=D, z=z, delta_bias=delta_bias, delta_softplus=delta_softplus)

@@ -1,0 +1,121 @@
+"""Every selective-scan backend against the sequential reference: values and all gradients."""
+
+from __future__ import annotations
+
+import importlib.util
+
+import pytest
+import torch
+
+from models.scan import get_backend, selective_scan, selective_scan_reference, selective_scan_torch
+
+NAMES = ("u", "delta", "A", "B", "C", "D", "z", "delta_bias")
+
+
+def make_inputs(batch: int, dim: int, length: int, n: int, groups: int, step: float = 1.0, seed: int = 0) -> dict:
+    """Random scan inputs in mamba_ssm's shapes; `step` scales A (large = fast-decaying states)."""
+    gen = torch.Generator().manual_seed(seed)
+    tensors = {
+        "u": torch.randn(batch, dim, length, generator=gen),
+        "delta": 0.5 * torch.randn(batch, dim, length, generator=gen),
+        "A": -step * torch.exp(torch.randn(dim, n, generator=gen)),
+        "B": torch.randn(batch, groups, n, length, generator=gen),
+        "C": torch.randn(batch, groups, n, length, generator=gen),
+        "D": torch.randn(dim, generator=gen),
+        "z": torch.randn(batch, dim, length, generator=gen),
+        "delta_bias": torch.randn(dim, generator=gen),
+    }
+    return {k: v.requires_grad_() for k, v in tensors.items()}
+
+
+def run(scan, inputs: dict, **kwargs) -> tuple[torch.Tensor, tuple[torch.Tensor, ...]]:
+    """Output and gradients of a fixed random projection of it with respect to every input."""
+    y = scan(**inputs, delta_softplus=True, **kwargs)
+    weights = torch.randn(y.shape, generator=torch.Generator().manual_seed(1), dtype=y.dtype, device=y.device)
+    grads = torch.autograd.grad((y * weights).sum(), list(inputs.values()))
+    return y, grads
+
+
+def rel_err(a: torch.Tensor, b: torch.Tensor) -> float:
+    return ((a.double() - b.double()).norm() / b.double().norm().clamp_min(1e-30)).item()
+
+
+def assert_matches_reference(scan, inputs: dict, **kwargs) -> None:
+    y_ref, g_ref = run(selective_scan_reference, inputs)
+    y, grads = run(scan, inputs, **kwargs)
+    assert y.dtype == torch.float32 and y.shape == y_ref.shape
+    assert rel_err(y, y_ref) < 1e-4
+    for name, g, g0 in zip(NAMES, grads, g_ref):
+        assert g.shape == g0.shape, name
+        assert rel_err(g, g0) < 1e-4, f"gradient of {name}: rel err {rel_err(g, g0):.2e}"
+
+
+SHAPES = [  # batch, dim, length, N, groups
+    (2, 8, 37, 4, 1),
+    (1, 12, 100, 16, 4),
+    (2, 6, 67, 8, 3),
+]
+
+
+@pytest.mark.parametrize("shape", SHAPES)
+@pytest.mark.parametrize("chunk_size", [16, 256])
+def test_torch_scan_matches_reference(shape, chunk_size):
+    assert_matches_reference(selective_scan_torch, make_inputs(*shape), chunk_size=chunk_size)
+
+
+@pytest.mark.parametrize("step", [30.0, 1e4])
+def test_torch_scan_exact_for_fast_decay(step):
+    """Steps with |dt*A| far beyond exp's float32 range force one-step sub-chunks: still exact."""
+    assert_matches_reference(selective_scan_torch, make_inputs(2, 8, 45, 4, 2, step=step), chunk_size=16)
+
+
+def test_torch_scan_long_sequence_several_chunks():
+    """L = 300 with the default chunk (256): two chunks, the last one partial."""
+    assert_matches_reference(selective_scan_torch, make_inputs(1, 4, 300, 8, 2, seed=3))
+
+
+def test_torch_scan_without_optional_inputs():
+    inputs = make_inputs(2, 6, 50, 4, 2, seed=5)
+    core = {k: inputs[k] for k in ("u", "delta", "A", "B", "C")}
+    expected = selective_scan_reference(**core)
+    got = selective_scan_torch(**core, chunk_size=16)
+    assert rel_err(got, expected) < 1e-4
+
+
+def test_torch_scan_rejects_bad_groups():
+    inputs = make_inputs(1, 6, 10, 4, 4)
+    with pytest.raises(ValueError, match="multiple of groups"):
+        selective_scan_torch(**inputs)
+
+
+def test_interface_names():
+    assert get_backend("reference") is selective_scan_reference
+    assert get_backend("torch") is selective_scan_torch
+    assert get_backend("auto", "cpu") is selective_scan_torch
+    with pytest.raises(ValueError, match="unknown selective-scan backend"):
+        get_backend("fast")
+
+
+def test_interface_dispatches_to_backend():
+    inputs = make_inputs(1, 4, 20, 4, 1)
+    y_ref = selective_scan(**inputs, backend="reference")
+    y_auto = selective_scan(**inputs, backend="auto")
+    assert rel_err(y_auto, y_ref) < 1e-4
+
+
+def test_mamba_backend_refuses_cpu_tensors():
+    if importlib.util.find_spec("mamba_ssm") is None:
+        with pytest.raises(ImportError, match="mamba_ssm"):
+            get_backend("mamba")
+    else:
+        with pytest.raises(ValueError, match="CUDA"):
+            selective_scan(**make_inputs(1, 4, 8, 4, 1), backend="mamba")
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="the mamba backend needs a CUDA GPU")
+@pytest.mark.parametrize("shape", SHAPES)
+def test_mamba_scan_matches_reference(shape):
+    pytest.importorskip("mamba_ssm", reason="mamba_ssm is not installed")
+    inputs = {k: v.detach().cuda().requires_grad_() for k, v in make_inputs(*shape).items()}
+    assert_matches_reference(get_backend("mamba"), inputs)
