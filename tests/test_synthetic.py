@@ -60,3 +60,13 @@ def test_netcdf_noleap_and_zarr(tmp_path):
     z = synthetic.make_zarr(tmp_path / "b.zarr", crs="EPSG:32633", n_frames=4)
     zs = xr.open_zarr(z, decode_coords="all")
     assert zs.rio.crs.to_epsg() == 32633 and zs.ndvi.shape == (4, 36, 52)
+
+
+def test_geotiff_series_passes_shape_of_the_field(tmp_path):
+    paths = synthetic.make_geotiff_series(tmp_path, 4, 16, 12, period=8, n_blobs=2, hole_fraction=0.0)
+    expected = synthetic.make_series_array(4, 16, 12, period=8, n_blobs=2, hole_fraction=0.0)
+    assert not np.allclose(expected, synthetic.make_series_array(4, 16, 12, n_blobs=2, hole_fraction=0.0))
+    with rasterio.open(paths[3]) as src:
+        np.testing.assert_allclose(src.read(1), expected[3, 0])
+    ds = synthetic.make_dataset(n_frames=4, height=16, width=12, period=8, n_blobs=2, hole_fraction=0.0)
+    np.testing.assert_allclose(ds["ndvi"].values, expected[:, 0])

@@ -104,6 +104,9 @@ def make_geotiff_series(
     resolution: float = 30.0,
     origin: tuple[float, float] = (500000.0, 5000000.0),
     seed: int = 0,
+    n_blobs: int = 4,
+    hole_fraction: float = 0.05,
+    period: float = 23.0,
 ) -> list[Path]:
     """Write one GeoTIFF per frame (name from `name_format`, strftime style) and return their paths.
 
@@ -112,7 +115,7 @@ def make_geotiff_series(
     """
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
-    frames = iter_series_frames(n_frames, height, width, bands, seed=seed)
+    frames = iter_series_frames(n_frames, height, width, bands, seed, n_blobs, hole_fraction, period)
     transform = from_origin(origin[0], origin[1], resolution, resolution)
     profile = dict(
         driver="GTiff", height=height, width=width, count=bands, dtype=dtype, crs=crs,
@@ -157,6 +160,9 @@ def make_dataset(
     north: float | None = None,
     resolution: float | None = None,
     seed: int = 0,
+    n_blobs: int = 4,
+    hole_fraction: float = 0.05,
+    period: float = 23.0,
 ) -> xr.Dataset:
     """Build a CF-style dataset: lat/lon (EPSG:4326) when crs is None, else x/y with a grid_mapping.
 
@@ -167,7 +173,7 @@ def make_dataset(
     """
     defaults = (10.0, 46.0, 0.05) if crs is None else (500000.0, 5000000.0, 30.0)
     west, north, resolution = (d if v is None else v for v, d in zip((west, north, resolution), defaults))
-    data = make_series_array(n_frames, height, width, bands, seed=seed)
+    data = make_series_array(n_frames, height, width, bands, seed, n_blobs, hole_fraction, period)
     t0 = datetime.fromisoformat(start)
     times = [
         cftime.datetime(t0.year, t0.month, t0.day, calendar=calendar) + timedelta(days=step_days * i)
