@@ -1,0 +1,31 @@
+"""Shared fixtures: a tiny trained run on synthetic GeoTIFFs, built once per session (evaluate, examples)."""
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from vmrnn_cli import synthetic
+from vmrnn_cli.prepare import prepare
+from vmrnn_cli.train import train
+
+TINY_MODEL = {"arch": "vmrnn-b", "patch_size": 4, "embed_dim": 8, "depths": [1], "epochs": 1, "batch_size": 8,
+              "device": "cpu", "seed": 0}
+
+
+@dataclass
+class TinyRun:
+    tifs: list[Path]  # 30 frames, 20 x 24 px, EPSG:32633, nodata holes
+    cube: Path  # 3 -> 2 frames, 16 px windows, split 0.6/0.2/0.2
+    run: Path  # a VMRNN-B with embed 8, depth 1, trained for one epoch
+
+
+@pytest.fixture(scope="session")
+def tiny_run(tmp_path_factory: pytest.TempPathFactory) -> TinyRun:
+    root = tmp_path_factory.mktemp("tiny_run")
+    tifs = synthetic.make_geotiff_series(root / "data", n_frames=30, height=20, width=24)
+    cube = root / "cube.zarr"
+    prepare([str(p) for p in tifs], cube, input_frames=3, output_frames=2, patch_size=16, stride=8,
+            split=(0.6, 0.2, 0.2))
+    train(cube, root / "run", given=TINY_MODEL)
+    return TinyRun(tifs, cube, root / "run")
