@@ -1,11 +1,14 @@
-"""Shared fixtures: a tiny trained run on synthetic GeoTIFFs, built once per session (evaluate, examples)."""
+"""Shared fixtures: `cli` runs the command in-process; `tiny_run` is a tiny trained run built once per session."""
 
+import sys
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
 from vmrnn_cli import synthetic
+from vmrnn_cli.cli import main
 from vmrnn_cli.prepare import prepare
 from vmrnn_cli.train import train
 
@@ -29,3 +32,17 @@ def tiny_run(tmp_path_factory: pytest.TempPathFactory) -> TinyRun:
             split=(0.6, 0.2, 0.2))
     train(cube, root / "run", given=TINY_MODEL)
     return TinyRun(tifs, cube, root / "run")
+
+
+@pytest.fixture
+def cli(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture) -> Callable[[list], tuple[int, str, str]]:
+    """Run `vmrnn ARGS` in-process through main(); the call returns (exit code, stdout, stderr)."""
+
+    def run(args: list) -> tuple[int, str, str]:
+        monkeypatch.setattr(sys, "argv", ["vmrnn", *map(str, args)])
+        with pytest.raises(SystemExit) as exit_info:
+            main()
+        out, err = capsys.readouterr()
+        return exit_info.value.code, out, err
+
+    return run

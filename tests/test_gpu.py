@@ -5,7 +5,6 @@ CPU siblings: tests/test_train.py and tests/test_predict.py run the same command
 
 import csv
 import math
-import sys
 
 import numpy as np
 import pytest
@@ -14,7 +13,6 @@ import torch
 from rio_cogeo.cogeo import cog_validate
 
 from vmrnn_cli import synthetic
-from vmrnn_cli.cli import main
 from vmrnn_cli.prepare import prepare
 
 pytestmark = [pytest.mark.gpu,
@@ -22,23 +20,14 @@ pytestmark = [pytest.mark.gpu,
                                  "test_train.py / test_predict.py)")]
 
 
-def run_cli(args, monkeypatch, capsys):
-    """Run `vmrnn ARGS` in-process through main(); return (exit code, stdout, stderr)."""
-    monkeypatch.setattr(sys, "argv", ["vmrnn", *map(str, args)])
-    with pytest.raises(SystemExit) as exit_info:
-        main()
-    out, err = capsys.readouterr()
-    return exit_info.value.code, out, err
-
-
-def test_train_and_predict_on_cuda(tmp_path, monkeypatch, capsys) -> None:
+def test_train_and_predict_on_cuda(cli, tmp_path) -> None:
     tifs = synthetic.make_geotiff_series(tmp_path / "data", n_frames=30, height=40, width=48)
     cube = tmp_path / "cube.zarr"
     prepare([str(p) for p in tifs], cube, input_frames=3, output_frames=2, patch_size=16, stride=8,
             split=(0.6, 0.2, 0.2))
     run = tmp_path / "run"
-    code, _, err = run_cli(["train", cube, "-o", run, "--device", "cuda", "--embed-dim", "16", "--depths", "2",
-                            "--epochs", "2", "--batch-size", "8", "--workers", "2"], monkeypatch, capsys)
+    code, _, err = cli(["train", cube, "-o", run, "--device", "cuda", "--embed-dim", "16", "--depths", "2",
+                        "--epochs", "2", "--batch-size", "8", "--workers", "2"])
     assert code == 0, err
     assert "on cuda" in err
     with open(run / "metrics.csv") as handle:
@@ -48,8 +37,8 @@ def test_train_and_predict_on_cuda(tmp_path, monkeypatch, capsys) -> None:
     assert (run / "best.pt").is_file()
 
     out = tmp_path / "forecast"
-    code, stdout, err = run_cli(["predict", "-m", run, "--horizon", "3", *tifs[-3:], "-o", out,
-                                 "--device", "cuda", "--batch-size", "4"], monkeypatch, capsys)
+    code, stdout, err = cli(["predict", "-m", run, "--horizon", "3", *tifs[-3:], "-o", out,
+                             "--device", "cuda", "--batch-size", "4"])
     assert code == 0, err
     paths = stdout.split()
     assert len(paths) == 3

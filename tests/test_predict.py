@@ -15,25 +15,15 @@ import xarray as xr
 from rio_cogeo.cogeo import cog_validate
 
 from vmrnn_cli import synthetic
-from vmrnn_cli.cli import main
 from vmrnn_cli.io.readers import read_rasters
 from vmrnn_cli.predict import valid_times
-
-
-def run_cli(args, monkeypatch, capsys):
-    """Run `vmrnn ARGS` in-process through main(); return (exit code, stdout, stderr)."""
-    monkeypatch.setattr(sys, "argv", ["vmrnn", *map(str, args)])
-    with pytest.raises(SystemExit) as exit_info:
-        main()
-    out, err = capsys.readouterr()
-    return exit_info.value.code, out, err
 
 
 def last_time(tifs) -> pd.Timestamp:
     return pd.Timestamp(read_rasters([str(p) for p in tifs])["time"].values[-1])
 
 
-def test_cog_forecast_reads_back(tiny_run, tmp_path, monkeypatch, capsys) -> None:
+def test_cog_forecast_reads_back(cli, tiny_run, tmp_path) -> None:
     scene = tmp_path / "scene"
     scene.mkdir()
     for path in tiny_run.tifs[-4:]:
@@ -44,8 +34,8 @@ def test_cog_forecast_reads_back(tiny_run, tmp_path, monkeypatch, capsys) -> Non
             data[:, 2:6, 3:9] = dst.nodata
             dst.write(data)
     out = tmp_path / "forecast"
-    code, stdout, err = run_cli(["predict", "-m", tiny_run.run, "--horizon", "4", *sorted(scene.iterdir()),
-                                 "-o", out, "--device", "cpu"], monkeypatch, capsys)
+    code, stdout, err = cli(["predict", "-m", tiny_run.run, "--horizon", "4", *sorted(scene.iterdir()),
+                             "-o", out, "--device", "cpu"])
     assert code == 0, err
     start = last_time(tiny_run.tifs)
     expected = [start + pd.Timedelta(days=16 * k) for k in range(1, 5)]
@@ -66,10 +56,10 @@ def test_cog_forecast_reads_back(tiny_run, tmp_path, monkeypatch, capsys) -> Non
     assert [pd.Timestamp(t) for t in again["time"].values] == expected
 
 
-def test_json_summary_and_context(tiny_run, tmp_path, monkeypatch, capsys) -> None:
+def test_json_summary_and_context(cli, tiny_run, tmp_path) -> None:
     out = tmp_path / "f"
-    code, stdout, err = run_cli(["predict", "-m", tiny_run.run / "best.pt", "--horizon", "1", "--context", "2",
-                                 "--overlap", "0", *tiny_run.tifs, "-o", out, "--json"], monkeypatch, capsys)
+    code, stdout, err = cli(["predict", "-m", tiny_run.run / "best.pt", "--horizon", "1", "--context", "2",
+                             "--overlap", "0", *tiny_run.tifs, "-o", out, "--json"])
     assert code == 0, err
     summary = json.loads(stdout)
     assert summary["paths"] == [str(p) for p in sorted(out.iterdir())] and len(summary["paths"]) == 1
@@ -78,10 +68,9 @@ def test_json_summary_and_context(tiny_run, tmp_path, monkeypatch, capsys) -> No
     assert summary["reference_time"] == last_time(tiny_run.tifs).isoformat()
 
 
-def test_netcdf_forecast_is_cf_compliant(tiny_run, tmp_path, monkeypatch, capsys) -> None:
+def test_netcdf_forecast_is_cf_compliant(cli, tiny_run, tmp_path) -> None:
     out = tmp_path / "forecast.nc"
-    code, stdout, err = run_cli(["predict", "-m", tiny_run.run, "--horizon", "3", *tiny_run.tifs, "-o", out],
-                                monkeypatch, capsys)
+    code, stdout, err = cli(["predict", "-m", tiny_run.run, "--horizon", "3", *tiny_run.tifs, "-o", out])
     assert code == 0, err
     assert stdout.split() == [str(out)]
     report_path = tmp_path / "report.json"
@@ -94,7 +83,7 @@ def test_netcdf_forecast_is_cf_compliant(tiny_run, tmp_path, monkeypatch, capsys
     assert pd.Timestamp(ds["time"].values[0]) == last_time(tiny_run.tifs) + pd.Timedelta(days=16)
 
 
-def test_zarr_forecast_from_a_noleap_netcdf(tmp_path, monkeypatch, capsys) -> None:
+def test_zarr_forecast_from_a_noleap_netcdf(cli, tmp_path) -> None:
     nc = synthetic.make_netcdf(tmp_path / "in.nc", calendar="noleap", n_frames=12, height=20, width=24,
                                crs="EPSG:32633")
     cube = tmp_path / "cube.zarr"
@@ -103,8 +92,7 @@ def test_zarr_forecast_from_a_noleap_netcdf(tmp_path, monkeypatch, capsys) -> No
     prepare([str(nc)], cube, input_frames=3, output_frames=2, patch_size=16, stride=8, split=(1, 0, 0))
     train(cube, tmp_path / "run", given={"embed_dim": 8, "depths": [1], "epochs": 1, "device": "cpu"})
     out = tmp_path / "f.zarr"
-    code, stdout, err = run_cli(["predict", "-m", tmp_path / "run", "--horizon", "2", nc, "-o", out],
-                                monkeypatch, capsys)
+    code, stdout, err = cli(["predict", "-m", tmp_path / "run", "--horizon", "2", nc, "-o", out])
     assert code == 0, err
     ds = xr.open_zarr(out, decode_coords="all", decode_times=xr.coders.CFDatetimeCoder(use_cftime=True))
     assert ds["forecast"].rio.crs.to_epsg() == 32633
@@ -141,7 +129,7 @@ def one_line_error(code, out, err, culprit, output: Path) -> None:
     ("overlap", "--overlap 16: must be between 0 and 15"),
     ("exists", "already exists"),
 ])
-def test_bad_inputs(tiny_run, tmp_path, monkeypatch, capsys, problem: str, match: str) -> None:
+def test_bad_inputs(cli, tiny_run, tmp_path, problem: str, match: str) -> None:
     model, inputs, output, extra = tiny_run.run, [str(p) for p in tiny_run.tifs], tmp_path / "out" / "f", []
     output.parent.mkdir()
     culprit = inputs[0]
@@ -166,7 +154,7 @@ def test_bad_inputs(tiny_run, tmp_path, monkeypatch, capsys, problem: str, match
     args = ["predict", "-m", model, *inputs, "-o", output, *(extra or ["--horizon", "2"])]
     if problem == "overlap":
         args += ["--horizon", "2"]
-    code, out, err = run_cli(args, monkeypatch, capsys)
+    code, out, err = cli(args)
     if problem == "exists":
         assert code == 1 and match in err and str(output) in err and list(output.iterdir()) == []
         return

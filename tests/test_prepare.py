@@ -10,19 +10,9 @@ import rasterio
 import xarray as xr
 
 from vmrnn_cli import synthetic
-from vmrnn_cli.cli import main
 from vmrnn_cli.cube import PARTS, open_cube
 
 SMALL = ["--input-frames", "3", "--output-frames", "2", "--patch-size", "16"]
-
-
-def run_cli(args, monkeypatch, capsys):
-    """Run `vmrnn ARGS` in-process through main(); return (exit code, stdout, stderr)."""
-    monkeypatch.setattr(sys, "argv", ["vmrnn", *map(str, args)])
-    with pytest.raises(SystemExit) as exit_info:
-        main()
-    out, err = capsys.readouterr()
-    return exit_info.value.code, out, err
 
 
 def leftovers(directory):
@@ -35,11 +25,10 @@ def series(tmp_path):
     return tmp_path / "in"
 
 
-def test_cube_reads_back_with_plain_xarray_and_rioxarray(series, tmp_path, monkeypatch, capsys):
+def test_cube_reads_back_with_plain_xarray_and_rioxarray(cli, series, tmp_path):
     out = tmp_path / "cube.zarr"
-    code, stdout, stderr = run_cli(
-        ["prepare", str(series / "*.tif"), "-o", out, *SMALL, "--stride", "8", "--split", "0.6,0.2,0.2"],
-        monkeypatch, capsys,
+    code, stdout, stderr = cli(
+        ["prepare", str(series / "*.tif"), "-o", out, *SMALL, "--stride", "8", "--split", "0.6,0.2,0.2"]
     )
     assert code == 0, stderr
     assert stdout == f"{out}\n"
@@ -103,10 +92,10 @@ def test_windows_skip_mostly_empty_patches(tmp_path):
     assert not ((windows[:, 1] == 0) & (windows[:, 2] == 0)).any()
 
 
-def test_netcdf_noleap_cube_and_open_cube(tmp_path, monkeypatch, capsys):
+def test_netcdf_noleap_cube_and_open_cube(cli, tmp_path):
     nc = synthetic.make_netcdf(tmp_path / "a.nc", calendar="noleap", n_frames=12, lat_descending=False)
     out = tmp_path / "cube.zarr"
-    code, _, stderr = run_cli(["prepare", nc, "-o", out, *SMALL, "--split", "1,0,0"], monkeypatch, capsys)
+    code, _, stderr = cli(["prepare", nc, "-o", out, *SMALL, "--split", "1,0,0"])
     assert code == 0, stderr
     cube = open_cube(out)
     assert cube.crs.to_epsg() == 4326 and cube.transform.e < 0
@@ -117,15 +106,15 @@ def test_netcdf_noleap_cube_and_open_cube(tmp_path, monkeypatch, capsys):
     assert cube.patch_size == 16 and cube.stride == 16
 
 
-def test_overwrite(series, tmp_path, monkeypatch, capsys):
+def test_overwrite(cli, series, tmp_path):
     out = tmp_path / "cube.zarr"
     args = ["prepare", str(series / "*.tif"), "-o", out, *SMALL, "--split", "1,0,0"]
-    assert run_cli(args, monkeypatch, capsys)[0] == 0
-    code, stdout, stderr = run_cli(args[:-4] + ["--patch-size", "8", "--split", "1,0,0"], monkeypatch, capsys)
+    assert cli(args)[0] == 0
+    code, stdout, stderr = cli(args[:-4] + ["--patch-size", "8", "--split", "1,0,0"])
     assert code == 1 and stdout == ""
     assert stderr == f"vmrnn: error: {out}: already exists; pass --overwrite to replace it\n"
     assert open_cube(out).patch_size == 16
-    code, _, stderr = run_cli(args[:-4] + ["--patch-size", "8", "--split", "1,0,0", "--overwrite"], monkeypatch, capsys)
+    code, _, stderr = cli(args[:-4] + ["--patch-size", "8", "--split", "1,0,0", "--overwrite"])
     assert code == 0, stderr
     assert open_cube(out).patch_size == 8
     assert leftovers(tmp_path) == []
@@ -198,13 +187,13 @@ def _bad_inputs(tmp_path):
     }
 
 
-def test_bad_inputs(tmp_path, monkeypatch, capsys):
+def test_bad_inputs(cli, tmp_path):
     out = tmp_path / "out" / "cube.zarr"
     out.parent.mkdir()
     for name, (inputs, message) in _bad_inputs(tmp_path).items():
         args = ["prepare", "-o", out, "--input-frames", "3", "--output-frames", "2", "--patch-size", "8",
                 "--split", "1,0,0", *inputs]  # options in `inputs` come last and win
-        code, stdout, stderr = run_cli(args, monkeypatch, capsys)
+        code, stdout, stderr = cli(args)
         assert code == 1, name
         assert stdout == "", name
         assert stderr.count("\n") == 1 and stderr.startswith("vmrnn: error: "), (name, stderr)
@@ -212,40 +201,39 @@ def test_bad_inputs(tmp_path, monkeypatch, capsys):
         assert not out.exists() and list(out.parent.iterdir()) == [], name
 
 
-def test_short_series_suggests_split(tmp_path, monkeypatch, capsys):
+def test_short_series_suggests_split(cli, tmp_path):
     synthetic.make_geotiff_series(tmp_path / "in", 6, 16, 16)
-    code, _, stderr = run_cli(["prepare", str(tmp_path / "in" / "*.tif"), "-o", tmp_path / "c.zarr", "--patch-size",
-                               "16", "--input-frames", "3", "--output-frames", "2"], monkeypatch, capsys)
+    code, _, stderr = cli(["prepare", str(tmp_path / "in" / "*.tif"), "-o", tmp_path / "c.zarr", "--patch-size",
+                           "16", "--input-frames", "3", "--output-frames", "2"])
     assert code == 1 and "--split 1,0,0" in stderr
     assert not (tmp_path / "c.zarr").exists()
 
 
-def test_all_nodata_is_refused(tmp_path, monkeypatch, capsys):
+def test_all_nodata_is_refused(cli, tmp_path):
     paths = synthetic.make_geotiff_series(tmp_path / "in", 6, 16, 16)
     for path in paths:
         with rasterio.open(path, "r+") as dst:
             dst.write(np.full((1, 16, 16), -9999, np.float32))
-    code, _, stderr = run_cli(["prepare", str(tmp_path / "in" / "*.tif"), "-o", tmp_path / "c.zarr", *SMALL,
-                               "--split", "1,0,0"], monkeypatch, capsys)
+    code, _, stderr = cli(["prepare", str(tmp_path / "in" / "*.tif"), "-o", tmp_path / "c.zarr", *SMALL,
+                           "--split", "1,0,0"])
     assert code == 1 and "no window of the train part has >= 50% valid pixels" in stderr
     assert leftovers(tmp_path) == [] and not (tmp_path / "c.zarr").exists()
 
 
-def test_usage_errors_exit_2(series, tmp_path, monkeypatch, capsys):
+def test_usage_errors_exit_2(cli, series, tmp_path):
     for bad in (["--split", "0.5,0.5"], ["--bands", "one"], ["--zarr-format", "4"]):
-        code, _, stderr = run_cli(["prepare", str(series / "*.tif"), "-o", tmp_path / "c.zarr", *bad],
-                                  monkeypatch, capsys)
+        code, _, stderr = cli(["prepare", str(series / "*.tif"), "-o", tmp_path / "c.zarr", *bad])
         assert code == 2, (bad, stderr)
     assert not (tmp_path / "c.zarr").exists()
 
 
-def test_band_without_valid_train_pixels_is_refused(tmp_path, monkeypatch, capsys):
+def test_band_without_valid_train_pixels_is_refused(cli, tmp_path):
     paths = synthetic.make_geotiff_series(tmp_path / "in", 6, 16, 16, bands=3)
     for path in paths:  # windows stay 2/3 valid, so only the band check can refuse this
         with rasterio.open(path, "r+") as dst:
             dst.write(np.full((16, 16), -9999, np.float32), 2)
     args = ["prepare", str(tmp_path / "in" / "*.tif"), "-o", tmp_path / "c.zarr", *SMALL, "--split", "1,0,0"]
-    code, _, stderr = run_cli(args, monkeypatch, capsys)
+    code, _, stderr = cli(args)
     assert code == 1 and "band 2 has no valid pixel in the train part; drop it with --bands" in stderr
-    code, _, stderr = run_cli(args + ["--bands", "1,3"], monkeypatch, capsys)
+    code, _, stderr = cli(args + ["--bands", "1,3"])
     assert code == 0, stderr

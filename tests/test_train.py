@@ -14,21 +14,11 @@ import torch
 
 import vmrnn_cli.train as train_module
 from vmrnn_cli.checkpoint import load_checkpoint
-from vmrnn_cli.cli import main
 from vmrnn_cli.cube import open_cube
 from vmrnn_cli.train import Interrupted, learning_rate, train
 
 TINY = ["--embed-dim", "8", "--depths", "1", "--batch-size", "8", "--device", "cpu"]
 GIVEN = {"embed_dim": 8, "depths": [1], "batch_size": 8, "device": "cpu", "epochs": 2, "seed": 3}
-
-
-def run_cli(args, monkeypatch, capsys):
-    """Run `vmrnn ARGS` in-process through main(); return (exit code, stdout, stderr)."""
-    monkeypatch.setattr(sys, "argv", ["vmrnn", *map(str, args)])
-    with pytest.raises(SystemExit) as exit_info:
-        main()
-    out, err = capsys.readouterr()
-    return exit_info.value.code, out, err
 
 
 def subprocess_env() -> dict[str, str]:
@@ -42,9 +32,9 @@ def test_learning_rate_warms_up_then_decays() -> None:
     assert all(b <= a for a, b in zip(lrs[4:], lrs[5:])) and lrs[-1] < 1e-5
 
 
-def test_train_writes_a_complete_run(tiny_run, tmp_path, monkeypatch, capsys) -> None:
+def test_train_writes_a_complete_run(cli, tiny_run, tmp_path) -> None:
     run = tmp_path / "run"
-    code, out, err = run_cli(["train", tiny_run.cube, "-o", run, *TINY, "--epochs", "2"], monkeypatch, capsys)
+    code, out, err = cli(["train", tiny_run.cube, "-o", run, *TINY, "--epochs", "2"])
     assert code == 0, err
     assert out.split() == [str(run / name) for name in ("best.pt", "last.pt", "metrics.csv", "config.toml")]
     assert "epoch 2/2" in err
@@ -68,11 +58,10 @@ def test_train_writes_a_complete_run(tiny_run, tmp_path, monkeypatch, capsys) ->
     assert "epochs = 2" in (run / "config.toml").read_text()
 
 
-def test_config_file_then_options(tiny_run, tmp_path, monkeypatch, capsys) -> None:
+def test_config_file_then_options(cli, tiny_run, tmp_path) -> None:
     config = tmp_path / "run.toml"
     config.write_text('embed_dim = 8\ndepths = [1]\nbatch_size = 16\nepochs = 3\ndevice = "cpu"\nseed = 5\n')
-    code, _, err = run_cli(["train", tiny_run.cube, "-o", tmp_path / "run", "--config", config, "--epochs", "1"],
-                           monkeypatch, capsys)
+    code, _, err = cli(["train", tiny_run.cube, "-o", tmp_path / "run", "--config", config, "--epochs", "1"])
     assert code == 0, err
     saved = load_checkpoint(tmp_path / "run" / "last.pt").config["train"]
     assert (saved["epochs"], saved["batch_size"], saved["seed"], saved["embed_dim"]) == (1, 16, 5, 8)
@@ -148,38 +137,38 @@ def one_line_error(code: int, err: str, path: Path) -> None:
     assert len(lines) == 1 and lines[0].startswith("vmrnn: error: ") and str(path) in lines[0], err
 
 
-def test_existing_run_needs_overwrite_or_resume(tiny_run, tmp_path, monkeypatch, capsys) -> None:
+def test_existing_run_needs_overwrite_or_resume(cli, tiny_run, tmp_path) -> None:
     run = tmp_path / "run"
     run.mkdir()
     (run / "metrics.csv").write_text("keep me")
-    code, out, err = run_cli(["train", tiny_run.cube, "-o", run, *TINY, "--epochs", "1"], monkeypatch, capsys)
+    code, out, err = cli(["train", tiny_run.cube, "-o", run, *TINY, "--epochs", "1"])
     one_line_error(code, err, run)
     assert "--resume" in err and "--overwrite" in err and out == ""
     assert (run / "metrics.csv").read_text() == "keep me" and len(list(run.iterdir())) == 1
 
 
-def test_resume_without_a_run(tiny_run, tmp_path, monkeypatch, capsys) -> None:
-    code, _, err = run_cli(["train", tiny_run.cube, "-o", tmp_path / "run", "--resume"], monkeypatch, capsys)
+def test_resume_without_a_run(cli, tiny_run, tmp_path) -> None:
+    code, _, err = cli(["train", tiny_run.cube, "-o", tmp_path / "run", "--resume"])
     one_line_error(code, err, tmp_path / "run" / "last.pt")
     assert not (tmp_path / "run").exists()
 
 
-def test_resume_refuses_a_changed_config(tiny_run, tmp_path, monkeypatch, capsys) -> None:
+def test_resume_refuses_a_changed_config(cli, tiny_run, tmp_path, capsys) -> None:
     run = tmp_path / "run"
     train(tiny_run.cube, run, given={**GIVEN, "epochs": 1})
     capsys.readouterr()
     before = (run / "last.pt").read_bytes()
-    code, _, err = run_cli(["train", tiny_run.cube, "-o", run, "--resume", "--embed-dim", "16"], monkeypatch, capsys)
+    code, _, err = cli(["train", tiny_run.cube, "-o", run, "--resume", "--embed-dim", "16"])
     one_line_error(code, err, run / "last.pt")
     assert "--embed-dim 16 differs" in err
     assert (run / "last.pt").read_bytes() == before
-    code, out, err = run_cli(["train", tiny_run.cube, "-o", run, "--resume"], monkeypatch, capsys)
+    code, out, err = cli(["train", tiny_run.cube, "-o", run, "--resume"])
     assert code == 0 and "training already finished (1 epochs)" in err and str(run / "best.pt") in out
     assert (run / "last.pt").read_bytes() == before
 
 
 @pytest.mark.parametrize("bad", ["not_a_cube", "config"])
-def test_bad_cube_or_config_leaves_nothing(tiny_run, tmp_path, monkeypatch, capsys, bad: str) -> None:
+def test_bad_cube_or_config_leaves_nothing(cli, tiny_run, tmp_path, bad: str) -> None:
     cube, args = tiny_run.cube, []
     if bad == "not_a_cube":
         cube = tmp_path / "fake.zarr"
@@ -190,14 +179,14 @@ def test_bad_cube_or_config_leaves_nothing(tiny_run, tmp_path, monkeypatch, caps
         culprit = tmp_path / "run.toml"
         culprit.write_text("epochs = 'many'\n")
         args = ["--config", culprit]
-    code, _, err = run_cli(["train", cube, "-o", tmp_path / "run", *TINY, *args], monkeypatch, capsys)
+    code, _, err = cli(["train", cube, "-o", tmp_path / "run", *TINY, *args])
     one_line_error(code, err, culprit)
     assert not (tmp_path / "run").exists()
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the error shown where there is no GPU")
-def test_cuda_without_gpu_is_a_clear_error(tiny_run, tmp_path, monkeypatch, capsys) -> None:
-    code, _, err = run_cli(["train", tiny_run.cube, "-o", tmp_path / "run", "--device", "cuda"], monkeypatch, capsys)
+def test_cuda_without_gpu_is_a_clear_error(cli, tiny_run, tmp_path) -> None:
+    code, _, err = cli(["train", tiny_run.cube, "-o", tmp_path / "run", "--device", "cuda"])
     assert code == 1 and "no CUDA GPU" in err
     assert not (tmp_path / "run").exists()
 
