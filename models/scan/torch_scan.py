@@ -2,9 +2,8 @@
 
 The sequence is cut into chunks that are scanned one after another (carrying the state), each under
 activation checkpointing when there are several, so memory grows with the chunk length, not with L.
-Inside a chunk, short
-sub-chunks are solved in parallel with the cumulative-sum form h_t = e^{S_t} sum_{s<=t} e^{-S_s} x_s,
-where S is the running sum of dt*A after the sub-chunk's first step; the sub-chunk length is picked
+Inside a chunk, short sub-chunks are solved in parallel with the cumulative-sum form
+h_t = e^{S_t} sum_{s<=t} e^{-S_s} x_s, where S is the running sum of dt*A after the sub-chunk's first step; the sub-chunk length is picked
 so that |S| stays below `_MAX_EXPONENT` and neither factor can overflow (length 1 needs no exponent
 at all, so any step size is exact). The states then pass from one sub-chunk to the next in a short loop.
 """
