@@ -17,8 +17,8 @@ from rasterio.crs import CRS
 from vmrnn_cli.atomic import check_writable
 from vmrnn_cli.checkpoint import Checkpoint, load_checkpoint
 from vmrnn_cli.errors import VmrnnError
-from vmrnn_cli.io.readers import read_rasters
-from vmrnn_cli.io.writers import FORMATS, get_writer, infer_format
+from vmrnn_cli.io.readers import describe_inputs, read_rasters
+from vmrnn_cli.io.writers import FORMATS, get_writer, infer_format, iso_time
 from vmrnn_cli.tiling import forecast_tiled, tile_starts
 from vmrnn_cli.train import pick_device
 
@@ -41,10 +41,6 @@ class PredictSummary:
     def as_json(self) -> dict[str, Any]:
         return {**self.__dict__, "paths": [str(p) for p in self.paths], "checkpoint": str(self.checkpoint),
                 "shape": list(self.shape)}
-
-
-def _describe(inputs: list[str]) -> str:
-    return inputs[0] if len(inputs) == 1 else f"{inputs[0]} (+{len(inputs) - 1} more)"
 
 
 def grid_difference(da: xr.DataArray, geo: dict[str, Any]) -> str | None:
@@ -76,10 +72,6 @@ def valid_times(times: np.ndarray, horizon: int, step_seconds: float | None) -> 
     step = times[-1] - times[-2] if len(times) >= 2 else (
         np.timedelta64(int(step_seconds * 1e6), "us") if not use_cftime else timedelta(seconds=step_seconds))
     return np.array([last + step * (k + 1) for k in range(horizon)])
-
-
-def _iso(value: object) -> str:
-    return str(np.datetime_as_string(value, unit="s")) if isinstance(value, np.datetime64) else value.isoformat()
 
 
 def predict(
@@ -116,7 +108,7 @@ def predict(
         raise VmrnnError(f"--overlap {overlap}: must be between 0 and {tile - 1} (the tile is {tile} pixels)")
     if batch_size < 1:
         raise VmrnnError(f"--batch-size {batch_size}: must be at least 1")
-    source = _describe(inputs)
+    source = describe_inputs(inputs)
     da = read_rasters(inputs, var=var, time_format=time_format, bands=bands)
     difference = grid_difference(da, geo)
     if difference:
@@ -141,7 +133,7 @@ def predict(
     height, width = geo["shape"]
     return PredictSummary(
         paths=paths, format=fmt, checkpoint=ckpt.path, horizon=horizon, context=context,
-        reference_time=_iso(reference), valid_times=[_iso(t) for t in times], crs=da.rio.crs.to_string(),
+        reference_time=iso_time(reference), valid_times=[iso_time(t) for t in times], crs=da.rio.crs.to_string(),
         shape=(len(geo["band_names"]), height, width),
         tiles=len(tile_starts(max(height, tile), tile, overlap)) * len(tile_starts(max(width, tile), tile, overlap)),
     )

@@ -19,7 +19,7 @@ import zarr
 from vmrnn_cli.atomic import atomic_path, check_writable
 from vmrnn_cli.cube import CUBE_VERSION, PARTS
 from vmrnn_cli.errors import VmrnnError
-from vmrnn_cli.io.readers import read_rasters
+from vmrnn_cli.io.readers import describe_inputs, read_rasters
 
 MIN_VALID_FRACTION = 0.5
 # Dask works on blocks of several patch-sized Zarr chunks (about this many pixels a side): fewer, larger tasks.
@@ -76,10 +76,6 @@ def split_ranges(
     return ranges
 
 
-def _describe(paths: list[str]) -> str:
-    return paths[0] if len(paths) == 1 else f"{paths[0]} (+{len(paths) - 1} more)"
-
-
 def prepare(
     inputs: list[str],
     output: Path,
@@ -98,7 +94,7 @@ def prepare(
     output = Path(output)
     check_writable(output, overwrite)
     stride = stride or patch_size
-    source = _describe(inputs)
+    source = describe_inputs(inputs)
     da = read_rasters(inputs, var=var, time_format=time_format, bands=bands)
     n_time, n_band, height, width = (da.sizes[d] for d in ("time", "band", "y", "x"))
     window = input_frames + output_frames

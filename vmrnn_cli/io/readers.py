@@ -46,6 +46,11 @@ class Grid:
     count: int
 
 
+def describe_inputs(paths: list[str]) -> str:
+    """The inputs as named in an error line: the first one, and how many more."""
+    return paths[0] if len(paths) == 1 else f"{paths[0]} (+{len(paths) - 1} more)"
+
+
 def expand_inputs(paths: list[str]) -> list[Path]:
     """Expand shell-style globs (quoted ones too, as cron jobs pass them) and check every path exists."""
     files: list[Path] = []

@@ -45,7 +45,8 @@ def _timestamp(value: object) -> object:
     return value
 
 
-def _iso(value: object) -> str:
+def iso_time(value: object) -> str:
+    """ISO 8601 text of a datetime64, pandas or cftime time value."""
     return _timestamp(value).isoformat()
 
 
@@ -91,8 +92,8 @@ def write_cog(forecast: xr.DataArray, target: Path, nodata: float | None, refere
                 dst.update_tags(
                     TIFFTAG_DATETIME=_timestamp(valid).strftime("%Y:%m:%d %H:%M:%S"),
                     TIFFTAG_SOFTWARE=f"vmrnn {__version__}",
-                    VALID_TIME=_iso(valid),
-                    FORECAST_REFERENCE_TIME=_iso(reference_time),
+                    VALID_TIME=iso_time(valid),
+                    FORECAST_REFERENCE_TIME=iso_time(reference_time),
                     LEAD_TIME_STEPS=str(lead),
                     CALENDAR=_calendar(valid),
                 )
@@ -122,7 +123,7 @@ def forecast_dataset(forecast: xr.DataArray, nodata: float | None, reference_tim
     created = datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
     ds.attrs = {"Conventions": "CF-1.8", "title": "VMRNN forecast", "source": f"vmrnn {__version__}",
                 "history": f"{created} written by vmrnn {__version__}"}
-    time_encoding = {"units": f"seconds since {_iso(reference_time)}", "calendar": _calendar(reference_time),
+    time_encoding = {"units": f"seconds since {iso_time(reference_time)}", "calendar": _calendar(reference_time),
                      "dtype": "float64", "_FillValue": None}
     encoding = {
         name: {"dtype": "float32", "_FillValue": np.float32(np.nan if nodata is None else nodata)},
