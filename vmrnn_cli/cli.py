@@ -198,5 +198,6 @@ def main() -> None:
     except Exception as err:  # noqa: BLE001 - one line for anything unexpected, traceback with --debug
         if os.environ.get("VMRNN_DEBUG"):
             raise
-        print(f"vmrnn: error: {type(err).__name__}: {err}", file=sys.stderr)
+        first_line = next(iter(str(err).strip().splitlines()), "")
+        print(f"vmrnn: error: {type(err).__name__}: {first_line} (--debug shows the traceback)", file=sys.stderr)
         sys.exit(1)
