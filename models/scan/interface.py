@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import importlib
 from typing import Callable
 
@@ -24,12 +25,16 @@ def _triton() -> Callable[..., Tensor]:
     return importlib.import_module("models.scan.triton_scan").selective_scan_triton
 
 
-def _available(loader: Callable[[], Callable[..., Tensor]]) -> bool:
-    try:
-        loader()
-    except ImportError:
-        return False
-    return True
+@functools.cache
+def _auto(device_type: str) -> Callable[..., Tensor]:
+    """mamba, then triton on CUDA, torch elsewhere; cached, so a missing package is looked for once, not per call."""
+    if device_type == "cuda":
+        for loader in (_mamba, _triton):
+            try:
+                return loader()
+            except ImportError:
+                continue
+    return selective_scan_torch
 
 
 def get_backend(name: str, device: torch.device | str | None = None) -> Callable[..., Tensor]:
@@ -43,11 +48,7 @@ def get_backend(name: str, device: torch.device | str | None = None) -> Callable
     if name == "triton":
         return _triton()
     if name == "auto":
-        if device is not None and torch.device(device).type == "cuda":
-            for loader in (_mamba, _triton):
-                if _available(loader):
-                    return loader()
-        return selective_scan_torch
+        return _auto("cpu" if device is None else torch.device(device).type)
     raise ValueError(f"unknown selective-scan backend {name!r}; choose one of {', '.join(BACKENDS)}")
 
 

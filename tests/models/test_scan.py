@@ -96,6 +96,13 @@ def test_interface_names():
         get_backend("fast")
 
 
+def test_auto_on_cuda_takes_mamba_else_triton():
+    """Resolves by device type alone (no GPU needed): mamba_ssm when it imports, else our Triton kernel."""
+    expected = "mamba" if importlib.util.find_spec("mamba_ssm") else "triton"
+    assert get_backend("auto", "cuda") is get_backend(expected)
+    assert get_backend("auto", "cuda") is get_backend("auto", torch.device("cuda", 0))
+
+
 def test_interface_dispatches_to_backend():
     inputs = make_inputs(1, 4, 20, 4, 1)
     y_ref = selective_scan(**inputs, backend="reference")
