@@ -35,7 +35,7 @@ from vmrnn_cli.dataset import WindowDataset
 from vmrnn_cli.errors import VmrnnError
 from vmrnn_cli.loss import masked_sse
 
-RUN_FILES = ("last.pt", "best.pt", "metrics.csv", "config.toml")
+RUN_FILES = ("best.pt", "last.pt", "metrics.csv", "config.toml")
 METRIC_COLUMNS = ("epoch", "train_loss", "val_loss", "lr", "samples_per_s", "seconds")
 WARMUP_FRACTION = 0.05  # linear warm-up over the first 5% of the steps, then cosine decay to 0
 WEIGHT_DECAY = 0.05
@@ -308,7 +308,7 @@ def _train(cube: Cube, run_dir: Path, config: TrainConfig, geo: dict[str, Any], 
         save_checkpoint(Checkpoint(net.state_dict(), full_config, cube.mean, cube.std, geo, train_state),
                         run_dir / name)
 
-    written = [run_dir / name for name in ("best.pt", "last.pt", "metrics.csv", "config.toml")] if ranks.main else []
+    written = [run_dir / name for name in RUN_FILES] if ranks.main else []
     if state.epoch >= config.epochs:
         _log(ranks, f"{run_dir}: training already finished ({config.epochs} epochs)")
         return written
