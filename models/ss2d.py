@@ -8,24 +8,58 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from models.scan import selective_scan
+from models.scan import resolve_backend, selective_scan
 
 DIRECTIONS = 4  # row-major, column-major, and both reversed
 
 
-def cross_scan(x: Tensor) -> Tensor:
-    """(b, d, H, W) -> (b, 4, d, H*W): the grid read row by row, column by column, and both backwards."""
-    rows_cols = torch.stack((x.flatten(2), x.transpose(2, 3).flatten(2)), dim=1)
-    return torch.cat((rows_cols, rows_cols.flip(-1)), dim=1)
+def to_scan_order(t: Tensor) -> Tensor:
+    """(b, H, W, 4, c) -> (b, 4, c, H*W): direction k's slice read in its order (rows, columns, both reversed)."""
+    t = t.permute(0, 3, 4, 1, 2)
+    rows, cols = t.flatten(3), t.transpose(3, 4).flatten(3)
+    return torch.stack((rows[:, 0], cols[:, 1], rows[:, 2].flip(-1), cols[:, 3].flip(-1)), dim=1)
 
 
 def cross_merge(y: Tensor, height: int, width: int) -> Tensor:
-    """(b, 4, d, H*W) -> (b, d, H, W): each direction put back on the grid, then summed."""
+    """(b, 4, d, H*W) in scan order -> (b, H, W, d): each direction put back on the grid, then summed."""
     b, _, d, _ = y.shape
     forward = y[:, :2] + y[:, 2:].flip(-1)
     rows = forward[:, 0].view(b, d, height, width)
     cols = forward[:, 1].view(b, d, width, height).transpose(2, 3)
-    return rows + cols
+    return (rows + cols).permute(0, 2, 3, 1)
+
+
+def ss2d_scan_plain(u: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Tensor, D: Tensor, delta_bias: Tensor,
+                    backend: str = "reference") -> Tensor:
+    """SS2D's four directional scans by copying the grid into scan order, any scan backend, and merging back.
+
+    u (b, H, W, d) is scanned in all four directions; delta (b, H, W, 4, d), B and C (b, H, W, 4, N) hold
+    each direction's own values on the grid; A (4d, N); D, delta_bias (4d). Returns (b, H, W, d) float32.
+    """
+    b, height, width, d = u.shape
+    xs = to_scan_order(u.unsqueeze(3).expand(b, height, width, DIRECTIONS, d))
+    y = selective_scan(
+        xs.float().reshape(b, DIRECTIONS * d, -1),
+        to_scan_order(delta).float().reshape(b, DIRECTIONS * d, -1),
+        A.float(),
+        to_scan_order(B).float(),
+        to_scan_order(C).float(),
+        D.float(),
+        delta_bias=delta_bias.float(),
+        delta_softplus=True,
+        backend=backend,
+    )
+    return cross_merge(y.view(b, DIRECTIONS, d, -1), height, width)
+
+
+def ss2d_scan(u: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Tensor, D: Tensor, delta_bias: Tensor,
+              backend: str = "auto") -> Tensor:
+    """`ss2d_scan_plain`'s result; the "triton" backend computes it with fused kernels that copy nothing."""
+    if resolve_backend(backend, u.device) == "triton":
+        from models.scan.triton_ss2d import ss2d_scan_triton
+
+        return ss2d_scan_triton(u, delta, A, B, C, D, delta_bias)
+    return ss2d_scan_plain(u, delta, A, B, C, D, delta_bias, backend)
 
 
 class SS2D(nn.Module):
@@ -66,26 +100,13 @@ class SS2D(nn.Module):
         self.out_proj = nn.Linear(d_inner, d_model, bias=False)
 
     def forward(self, x: Tensor) -> Tensor:
-        """(b, H, W, d_model) -> (b, H, W, d_model)."""
-        b, height, width, _ = x.shape
-        length = height * width
+        """(b, H, W, d_model) -> (b, H, W, d_model); every tensor stays channels-last on the token grid."""
         x, z = self.in_proj(x).chunk(2, dim=-1)
-        x = F.silu(self.conv2d(x.permute(0, 3, 1, 2)))
-        xs = cross_scan(x)  # (b, 4, d, L)
-        x_dbl = torch.einsum("bkdl,kcd->bkcl", xs, self.x_proj_weight)
-        dts, Bs, Cs = torch.split(x_dbl, [self.dt_rank, self.d_state, self.d_state], dim=2)
-        dts = torch.einsum("bkrl,kdr->bkdl", dts, self.dt_projs_weight)
-        y = selective_scan(
-            xs.float().view(b, -1, length),
-            dts.float().reshape(b, -1, length),
-            -torch.exp(self.A_logs.float()),
-            Bs.float(),
-            Cs.float(),
-            self.Ds.float(),
-            delta_bias=self.dt_projs_bias.float().view(-1),
-            delta_softplus=True,
-            backend=self.scan_backend,
-        )
-        y = cross_merge(y.view(b, DIRECTIONS, self.d_inner, length), height, width)
-        y = self.out_norm(y.permute(0, 2, 3, 1)).to(z.dtype) * F.silu(z)
+        x = F.silu(self.conv2d(x.permute(0, 3, 1, 2))).permute(0, 2, 3, 1)  # (b, H, W, d_inner)
+        x_dbl = torch.einsum("bhwd,kcd->bhwkc", x, self.x_proj_weight)  # each direction's dt, B, C per token
+        dts, Bs, Cs = torch.split(x_dbl, [self.dt_rank, self.d_state, self.d_state], dim=-1)
+        dts = torch.einsum("bhwkr,kdr->bhwkd", dts, self.dt_projs_weight)
+        y = ss2d_scan(x, dts, -torch.exp(self.A_logs.float()), Bs, Cs, self.Ds, self.dt_projs_bias.view(-1),
+                      backend=self.scan_backend)
+        y = self.out_norm(y).to(z.dtype) * F.silu(z)
         return self.out_proj(y)

@@ -26,30 +26,38 @@ def _triton() -> Callable[..., Tensor]:
 
 
 @functools.cache
-def _auto(device_type: str) -> Callable[..., Tensor]:
-    """mamba, then triton on CUDA, torch elsewhere; cached, so a missing package is looked for once, not per call."""
+def _auto(device_type: str) -> str:
+    """triton, then mamba on CUDA (SS2D runs ours fused, faster in the model: benchmarks/RESULTS.md), torch elsewhere.
+
+    Cached, so a missing package is looked for once, not on every call.
+    """
     if device_type == "cuda":
-        for loader in (_mamba, _triton):
+        for name, loader in (("triton", _triton), ("mamba", _mamba)):
             try:
-                return loader()
+                loader()
+                return name
             except ImportError:
                 continue
-    return selective_scan_torch
+    return "torch"
+
+
+def resolve_backend(name: str, device: torch.device | str | None = None) -> str:
+    """The backend that `name` stands for on `device`: "auto" becomes triton, then mamba on CUDA, torch elsewhere."""
+    if name not in BACKENDS:
+        raise ValueError(f"unknown selective-scan backend {name!r}; choose one of {', '.join(BACKENDS)}")
+    if name == "auto":
+        return _auto("cpu" if device is None else torch.device(device).type)
+    return name
 
 
 def get_backend(name: str, device: torch.device | str | None = None) -> Callable[..., Tensor]:
-    """The scan function called `name`; "auto" picks mamba, then triton on CUDA, and torch elsewhere."""
+    """The scan function called `name` ("auto" resolved for `device` by `resolve_backend`)."""
+    name = resolve_backend(name, device)
     if name == "reference":
         return selective_scan_reference
     if name == "torch":
         return selective_scan_torch
-    if name == "mamba":
-        return _mamba()
-    if name == "triton":
-        return _triton()
-    if name == "auto":
-        return _auto("cpu" if device is None else torch.device(device).type)
-    raise ValueError(f"unknown selective-scan backend {name!r}; choose one of {', '.join(BACKENDS)}")
+    return _mamba() if name == "mamba" else _triton()
 
 
 def selective_scan(

@@ -7,7 +7,7 @@ import importlib.util
 import pytest
 import torch
 
-from models.scan import get_backend, selective_scan, selective_scan_reference, selective_scan_torch
+from models.scan import get_backend, resolve_backend, selective_scan, selective_scan_reference, selective_scan_torch
 
 NAMES = ("u", "delta", "A", "B", "C", "D", "z", "delta_bias")
 
@@ -96,9 +96,10 @@ def test_interface_names():
         get_backend("fast")
 
 
-def test_auto_on_cuda_takes_mamba_else_triton():
-    """Resolves by device type alone (no GPU needed): mamba_ssm when it imports, else our Triton kernel."""
-    expected = "mamba" if importlib.util.find_spec("mamba_ssm") else "triton"
+def test_auto_on_cuda_takes_triton_else_mamba():
+    """Resolves by device type alone (no GPU needed): our Triton kernels when triton imports, else mamba_ssm."""
+    expected = "triton" if importlib.util.find_spec("triton") else "mamba"
+    assert resolve_backend("auto", "cuda") == expected and resolve_backend("auto", "cpu") == "torch"
     assert get_backend("auto", "cuda") is get_backend(expected)
     assert get_backend("auto", "cuda") is get_backend("auto", torch.device("cuda", 0))
 

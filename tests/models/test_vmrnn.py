@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from models import VMRNN_B, VMRNN_D, build_model
-from models.ss2d import cross_merge, cross_scan
+from models.ss2d import cross_merge, to_scan_order
 
 TINY = {
     "vmrnn-b": dict(patch_size=4, embed_dim=16, depths=2),
@@ -73,11 +73,13 @@ def test_scan_backends_agree_inside_model():
     assert torch.allclose(fast, slow, rtol=1e-4, atol=1e-5)
 
 
-def test_cross_merge_adjoins_cross_scan():
-    """Scanning out in four orders and merging back sums four copies of every position."""
-    x = torch.randn(2, 3, 5, 7)
-    assert torch.allclose(cross_merge(cross_scan(x), 5, 7), 4 * x)
-    assert torch.equal(cross_scan(x)[:, 1, :, 1], x[:, :, 1, 0])  # column-major: second token is row 1
+def test_scan_order_round_trip():
+    """Reading the grid in the four scan orders and merging back sums four copies of every token."""
+    x = torch.randn(2, 5, 7, 3)
+    xs = to_scan_order(x.unsqueeze(3).expand(2, 5, 7, 4, 3))
+    assert torch.allclose(cross_merge(xs, 5, 7), 4 * x)
+    assert torch.equal(xs[:, 1, :, 1], x[:, 1, 0])  # column-major: the second token is row 1
+    assert torch.equal(xs[:, 3, :, 0], x[:, -1, -1])  # reversed orders start at the last token
 
 
 def test_sigmoid_head_and_validation():

@@ -1,0 +1,248 @@
+"""SS2D's four directional selective scans as Triton kernels that read and write the token grid in place.
+
+The plain path (models/ss2d.py) copies the grid into four scan orders (rows, columns, both reversed),
+casts to float32, scans, and copies back. Here one program owns one batch element, one direction and a
+block of channels, and walks the grid in its direction by index arithmetic: every tensor stays in its
+channels-last (batch, H*W, ...) layout and dtype, and only the four directions' outputs are summed.
+Forward and backward follow triton_scan.py (sequential forward storing chunk-start states; backward
+recomputing a chunk with `tl.associative_scan`, then scanning dL/dh back through it).
+"""
+
+from __future__ import annotations
+
+import torch
+import triton
+import triton.language as tl
+from torch import Tensor
+
+from models.scan.triton_scan import _check, _linear_combine, _softplus
+
+LOG2E = tl.constexpr(1.4426950408889634)
+DIRECTIONS = 4
+
+# chunk length (shared by forward and backward), then (block of channels, warps) of the forward and backward
+CONFIG = (16, 16, 1, 4, 2)
+
+
+@triton.jit
+def _position(step, direction, H, W, L):
+    """Grid index (row * W + col) of the step-th token of a direction: rows, columns, rows reversed, columns reversed."""
+    t = tl.where(direction >= 2, L - 1 - step, step)
+    return tl.where(direction % 2 == 1, (t % H) * W + t // H, t)
+
+
+@triton.jit(do_not_specialize=["dim"])  # unknown alignment keeps one channel per lane
+def _ss2d_fwd_kernel(
+    u_ptr, delta_ptr, At_ptr, B_ptr, C_ptr, D_ptr, bias_ptr, out_ptr, hstart_ptr,
+    dim, H, W, N, n_chunks, bc_stride_b, bc_stride_l, bc_stride_k,
+    STORE_STATES: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_N: tl.constexpr, CHUNK: tl.constexpr,
+):
+    pid_d = tl.program_id(0)
+    b = tl.program_id(1) // 4
+    k = tl.program_id(1) % 4
+    L = H * W
+    offs_d = pid_d * BLOCK_D + tl.arange(0, BLOCK_D)
+    offs_n = tl.arange(0, BLOCK_N)
+    mask_d = offs_d < dim
+    mask_n = offs_n < N
+    channel = k * dim + offs_d
+
+    A2 = tl.load(At_ptr + channel[:, None] + offs_n[None, :] * 4 * dim, mask=mask_d[:, None] & mask_n[None, :],
+                 other=0.0).to(tl.float32) * LOG2E
+    bias = tl.load(bias_ptr + channel, mask=mask_d, other=0.0).to(tl.float32)
+    Dv = tl.load(D_ptr + channel, mask=mask_d, other=0.0).to(tl.float32)
+
+    u_row = u_ptr + b * L * dim + offs_d  # u (b, L, dim)
+    dk_row = (b * L * 4 + k) * dim + offs_d  # delta and out (b, L, 4, dim)
+    bc_row = b * bc_stride_b + k * bc_stride_k + offs_n  # B, C (b, L, 4, N), any strides but N's
+    hs_offs = ((b * 4 + k) * n_chunks * N + offs_n)[None, :] * dim + offs_d[:, None]
+    h = tl.zeros([BLOCK_D, BLOCK_N], dtype=tl.float32)
+    for c in range(n_chunks):
+        if STORE_STATES:
+            tl.store(hstart_ptr + hs_offs + c * dim * N, h, mask=mask_d[:, None] & mask_n[None, :])
+        for j in tl.static_range(CHUNK):
+            step = c * CHUNK + j
+            p = _position(step, k, H, W, L)
+            valid = mask_d & (tl.full(mask_d.shape, step, tl.int32) < L)
+            valid_n = mask_n & (tl.full(mask_n.shape, step, tl.int32) < L)
+            u = tl.load(u_row + p * dim, mask=valid, other=0.0).to(tl.float32)
+            dt = _softplus(tl.load(delta_ptr + dk_row + p * 4 * dim, mask=valid, other=0.0).to(tl.float32) + bias)
+            dt = tl.where(valid, dt, 0.0)
+            Bv = tl.load(B_ptr + bc_row + p * bc_stride_l, mask=valid_n, other=0.0).to(tl.float32)
+            Cv = tl.load(C_ptr + bc_row + p * bc_stride_l, mask=valid_n, other=0.0).to(tl.float32)
+            h = tl.exp2(dt[:, None] * A2) * h + (dt * u)[:, None] * Bv[None, :]
+            y = tl.sum(h * Cv[None, :], axis=1) + u * Dv
+            tl.store(out_ptr + dk_row + p * 4 * dim, y, mask=valid)
+
+
+@triton.jit
+def _ss2d_bwd_kernel(
+    u_ptr, delta_ptr, A_ptr, B_ptr, C_ptr, D_ptr, bias_ptr, hstart_ptr, dout_ptr,
+    du_ptr, ddelta_ptr, dA_ptr, dB_ptr, dC_ptr, dD_ptr, dbias_ptr,
+    dim, H, W, N, n_chunks, bc_stride_b, bc_stride_l, bc_stride_k,
+    BLOCK_D: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_L: tl.constexpr,
+):
+    pid_d = tl.program_id(0)
+    b = tl.program_id(1) // 4
+    k = tl.program_id(1) % 4
+    L = H * W
+    offs_d = pid_d * BLOCK_D + tl.arange(0, BLOCK_D)
+    offs_n = tl.arange(0, BLOCK_N)
+    offs_l = tl.arange(0, BLOCK_L)
+    mask_d = offs_d < dim
+    mask_n = offs_n < N
+    mask_dn = mask_d[:, None] & mask_n[None, :]
+    channel = k * dim + offs_d
+
+    dn_offs = channel[:, None] * N + offs_n[None, :]
+    A = tl.load(A_ptr + dn_offs, mask=mask_dn, other=0.0).to(tl.float32)
+    A2 = A * LOG2E
+    bias = tl.load(bias_ptr + channel, mask=mask_d, other=0.0).to(tl.float32)
+    Dv = tl.load(D_ptr + channel, mask=mask_d, other=0.0).to(tl.float32)
+
+    hs_offs = ((b * 4 + k) * n_chunks * N + offs_n)[None, :] * dim + offs_d[:, None]
+    first = (offs_l == 0)[None, None, :]
+    last = (offs_l == BLOCK_L - 1)[None, None, :]
+    g_next = tl.zeros([BLOCK_D, BLOCK_N], dtype=tl.float32)  # dL/dh at the first step of the chunk after
+    dA_acc = tl.zeros([BLOCK_D, BLOCK_N], dtype=tl.float32)
+    dD_acc = tl.zeros([BLOCK_D], dtype=tl.float32)
+    dbias_acc = tl.zeros([BLOCK_D], dtype=tl.float32)
+    for cc in range(n_chunks):
+        c = n_chunks - 1 - cc
+        step = c * BLOCK_L + offs_l
+        mask_l = step < L
+        mask_next = step + 1 < L
+        p = _position(step, k, H, W, L)
+        p_next = _position(step + 1, k, H, W, L)
+        mask = mask_d[:, None] & mask_l[None, :]
+        u_offs = (b * L + p)[None, :] * dim + offs_d[:, None]  # (d, l) into (b, L, dim)
+        dk_offs = ((b * L + p) * 4 + k)[None, :] * dim + offs_d[:, None]  # into (b, L, 4, dim)
+        dk_next = ((b * L + p_next) * 4 + k)[None, :] * dim + offs_d[:, None]
+        bc_offs = b * bc_stride_b + k * bc_stride_k + p[None, :] * bc_stride_l + offs_n[:, None]  # (n, l)
+        bc_mask = mask_n[:, None] & mask_l[None, :]
+
+        u = tl.load(u_ptr + u_offs, mask=mask, other=0.0).to(tl.float32)
+        raw = tl.load(delta_ptr + dk_offs, mask=mask, other=0.0).to(tl.float32) + bias[:, None]
+        dt = tl.where(mask, _softplus(raw), 0.0)
+        raw_next = tl.load(delta_ptr + dk_next, mask=mask_d[:, None] & mask_next[None, :], other=0.0)
+        dt_next = _softplus(raw_next.to(tl.float32) + bias[:, None])
+        dt_next = tl.where(mask_d[:, None] & mask_next[None, :], dt_next, 0.0)
+        Bv = tl.load(B_ptr + bc_offs, mask=bc_mask, other=0.0).to(tl.float32)
+        Cv = tl.load(C_ptr + bc_offs, mask=bc_mask, other=0.0).to(tl.float32)
+        dy = tl.load(dout_ptr + u_offs, mask=mask, other=0.0).to(tl.float32)
+
+        # recompute the states of this chunk from its stored start
+        h0 = tl.load(hstart_ptr + hs_offs + c * dim * N, mask=mask_dn, other=0.0)
+        a = tl.exp2(dt[:, None, :] * A2[:, :, None])
+        bu = (dt * u)[:, None, :] * Bv[None, :, :]
+        bx = tl.where(first, bu + a * h0[:, :, None], bu)
+        _, hs = tl.associative_scan((a, bx), axis=2, combine_fn=_linear_combine)
+
+        # g_l = dy_l C_l + exp(dt_{l+1} A) g_{l+1}, scanned from the end of the chunk
+        a_next = tl.exp2(dt_next[:, None, :] * A2[:, :, None])
+        beta = dy[:, None, :] * Cv[None, :, :]
+        beta = tl.where(last, beta + a_next * g_next[:, :, None], beta)
+        _, g = tl.associative_scan((a_next, beta), axis=2, combine_fn=_linear_combine, reverse=True)
+        g_next = tl.sum(tl.where(first, g, 0.0), axis=2)
+
+        gdt = g * dt[:, None, :]
+        ah = hs - bu  # exp(dt_l A) h_{l-1}
+        du = dy * Dv[:, None] + tl.sum(gdt * Bv[None, :, :], axis=1)
+        ddt = tl.sum(g * (Bv[None, :, :] * u[:, None, :] + A[:, :, None] * ah), axis=1) * tl.sigmoid(raw)
+        ddt = tl.where(mask, ddt, 0.0)
+        dA_acc += tl.sum(gdt * ah, axis=2)
+        dD_acc += tl.sum(dy * u, axis=1)
+        dbias_acc += tl.sum(ddt, axis=1)
+        tl.store(du_ptr + dk_offs, du, mask=mask)
+        tl.store(ddelta_ptr + dk_offs, ddt, mask=mask)
+        dbc_offs = ((b * L + p) * 4 + k)[None, :] * N + offs_n[:, None]  # into contiguous (b, L, 4, N)
+        tl.atomic_add(dB_ptr + dbc_offs, tl.sum(gdt * u[:, None, :], axis=0), mask=bc_mask)
+        tl.atomic_add(dC_ptr + dbc_offs, tl.sum(hs * dy[:, None, :], axis=0), mask=bc_mask)
+
+    tl.atomic_add(dA_ptr + dn_offs, dA_acc, mask=mask_dn)
+    tl.atomic_add(dD_ptr + channel, dD_acc, mask=mask_d)
+    tl.atomic_add(dbias_ptr + channel, dbias_acc, mask=mask_d)
+
+
+def _block_d(block_d: int, dim: int) -> int:
+    """block_d, but no larger than dim needs (a block of masked lanes alone would be wasted)."""
+    return min(block_d, triton.next_power_of_2(dim))
+
+
+def _bc_strides(t: Tensor) -> tuple[int, int, int]:
+    """(batch, position, direction) strides of a (b, H, W, 4, N) tensor whose N axis is contiguous."""
+    return t.stride(0), t.stride(2), t.stride(3)
+
+
+def _launch_fwd(u, delta, A, B, C, D, bias, store_states, config):
+    batch, height, width, dim = u.shape
+    N = A.shape[1]
+    chunk, block_d, warps = config[:3]
+    block_d = _block_d(block_d, dim)
+    n_chunks = triton.cdiv(height * width, chunk)
+    out = torch.empty(batch, height, width, DIRECTIONS, dim, device=u.device, dtype=torch.float32)
+    hstart = torch.empty(batch, DIRECTIONS, n_chunks if store_states else 1, N, dim, device=u.device,
+                         dtype=torch.float32)
+    _ss2d_fwd_kernel[(triton.cdiv(dim, block_d), batch * DIRECTIONS)](
+        u, delta, A.t().contiguous(), B, C, D, bias, out, hstart,
+        dim, height, width, N, n_chunks, *_bc_strides(B),
+        STORE_STATES=store_states, BLOCK_D=block_d, BLOCK_N=triton.next_power_of_2(N), CHUNK=chunk,
+        num_warps=warps,
+    )
+    return out, hstart
+
+
+def _launch_bwd(u, delta, A, B, C, D, bias, hstart, dout, config):
+    batch, height, width, dim = u.shape
+    N = A.shape[1]
+    chunk, block_d, warps = config[0], config[3], config[4]
+    block_d = _block_d(block_d, dim)
+    n_chunks = triton.cdiv(height * width, chunk)
+    f32 = dict(device=u.device, dtype=torch.float32)
+    du = torch.empty(batch, height, width, DIRECTIONS, dim, **f32)
+    ddelta = torch.empty_like(delta)
+    dA, dD, dbias = torch.zeros(A.shape, **f32), torch.zeros(D.shape, **f32), torch.zeros(bias.shape, **f32)
+    dB = torch.zeros(batch, height, width, DIRECTIONS, N, **f32)
+    dC = torch.zeros(batch, height, width, DIRECTIONS, N, **f32)
+    assert _bc_strides(B) == _bc_strides(C)
+    _ss2d_bwd_kernel[(triton.cdiv(dim, block_d), batch * DIRECTIONS)](
+        u, delta, A, B, C, D, bias, hstart, dout,
+        du, ddelta, dA, dB, dC, dD, dbias,
+        dim, height, width, N, n_chunks, *_bc_strides(B),
+        BLOCK_D=block_d, BLOCK_N=triton.next_power_of_2(N), BLOCK_L=chunk, num_warps=warps,
+    )
+    return du.sum(3).to(u.dtype), ddelta, dA, dB.to(B.dtype), dC.to(C.dtype), dD, dbias
+
+
+class SS2DScanTriton(torch.autograd.Function):
+    """Autograd wrapper of the fused kernels; `config` is laid out as CONFIG (benchmarks pass others)."""
+
+    @staticmethod
+    def forward(ctx, u, delta, A, B, C, D, delta_bias, config):
+        u, delta = u.contiguous(), delta.contiguous()
+        if B.stride(-1) != 1 or C.stride(-1) != 1 or _bc_strides(B) != _bc_strides(C):
+            B, C = B.contiguous(), C.contiguous()
+        A, D, delta_bias = A.float().contiguous(), D.float().contiguous(), delta_bias.float().contiguous()
+        store_states = any(ctx.needs_input_grad)  # inference needs no chunk-start states
+        out, hstart = _launch_fwd(u, delta, A, B, C, D, delta_bias, store_states, config)
+        ctx.save_for_backward(u, delta, A, B, C, D, delta_bias, hstart)
+        ctx.config = config
+        return out.sum(3)
+
+    @staticmethod
+    def backward(ctx, dout):
+        u, delta, A, B, C, D, delta_bias, hstart = ctx.saved_tensors
+        du, ddelta, dA, dB, dC, dD, dbias = _launch_bwd(u, delta, A, B, C, D, delta_bias, hstart,
+                                                        dout.float().contiguous(), ctx.config)
+        return du, ddelta, dA, dB, dC, dD, dbias, None
+
+
+def ss2d_scan_triton(u: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Tensor, D: Tensor,
+                     delta_bias: Tensor) -> Tensor:
+    """The four directional scans of SS2D, summed on the grid; the semantics of `models.ss2d.ss2d_scan_plain`.
+
+    u (b, H, W, d); delta (b, H, W, 4, d) before bias and softplus; A (4d, N); B, C (b, H, W, 4, N);
+    D, delta_bias (4d). Inputs may be bfloat16 (the state is float32); returns (b, H, W, d) float32.
+    """
+    _check(u)
+    return SS2DScanTriton.apply(u, delta, A, B, C, D, delta_bias, CONFIG)

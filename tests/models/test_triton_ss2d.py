@@ -1,0 +1,113 @@
+"""The fused Triton SS2D scan against the plain path (grid copied into scan order + reference scan).
+
+On CPU the kernels run under Triton's interpreter, in one subprocess (this file run as a script), for
+the reasons given in test_triton_scan.py; each case's relative errors come back as JSON.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+ROOT = Path(__file__).resolve().parents[2]
+
+# (batch, H, W, dim, N, strided B/C, config): square and non-square grids, H*W not a multiple of the chunk,
+# dim not a multiple of the channel block; config = (chunk, fwd block_d, warps, bwd block_d, warps)
+CASES = {
+    "square": (1, 4, 4, 4, 4, False, (4, 2, 1, 2, 1)),
+    "wide_ragged": (2, 3, 5, 3, 4, True, (4, 2, 1, 2, 1)),
+    "tall_block": (1, 6, 2, 6, 3, True, (8, 4, 1, 4, 1)),
+}
+NAMES = ("out", "u", "delta", "A", "B", "C", "D", "delta_bias")
+
+
+def make_inputs(batch, height, width, dim, N, strided, device="cpu", dtype=torch.float32, seed=0):
+    """Random SS2D scan inputs on the grid; with `strided`, B and C are views into one (.., 4, R + 2N) tensor."""
+    gen = torch.Generator().manual_seed(seed)
+    rand = lambda *s: torch.randn(*s, generator=gen)  # noqa: E731
+    grid = (batch, height, width)
+    if strided:
+        x_dbl = rand(*grid, 4, 3 + 2 * N).to(device, dtype).requires_grad_()
+        B, C = x_dbl[..., 3:3 + N], x_dbl[..., 3 + N:]
+    else:
+        B, C = (rand(*grid, 4, N).to(device, dtype).requires_grad_() for _ in range(2))
+    inputs = {
+        "u": rand(*grid, dim).to(device, dtype),
+        "delta": (rand(*grid, 4, dim) * 0.5 - 1.0).to(device, dtype),
+        "A": -torch.rand(4 * dim, N, generator=gen).to(device) * 2 - 0.1,
+        "D": rand(4 * dim).to(device),
+        "delta_bias": (rand(4 * dim) * 0.3).to(device),
+    }
+    inputs = {k: v.requires_grad_() for k, v in inputs.items()}
+    return {**inputs, "B": B, "C": C}
+
+
+def relative_errors(fn, inputs, reference) -> dict[str, float]:
+    """||got - want|| / ||want|| of the output and of every input's gradient, against the reference."""
+    results = {}
+    names = NAMES[1:]
+    for label, f in (("got", fn), ("want", reference)):
+        out = f(**inputs)
+        weights = torch.randn(out.shape, generator=torch.Generator().manual_seed(1)).to(out.device)
+        grads = torch.autograd.grad((out * weights).sum(), [inputs[k] for k in names])
+        results[label] = [out.detach().double()] + [g.double() for g in grads]
+    return {name: ((got - want).norm() / want.norm()).item()
+            for name, got, want in zip(NAMES, results["got"], results["want"])}
+
+
+def _interpreter_worker() -> None:
+    """Run every CPU case under the interpreter and print their errors as JSON."""
+    from models.scan import triton_ss2d
+    from models.ss2d import ss2d_scan_plain
+
+    report = {}
+    for case, (batch, height, width, dim, N, strided, config) in CASES.items():
+        inputs = make_inputs(batch, height, width, dim, N, strided)
+
+        def fn(u, delta, A, B, C, D, delta_bias, config=config):
+            return triton_ss2d.SS2DScanTriton.apply(u, delta, A, B, C, D, delta_bias, config)
+
+        report[case] = relative_errors(fn, inputs, ss2d_scan_plain)
+        with torch.no_grad():  # inference skips storing chunk-start states: the output must not change
+            report[case]["out_no_grad"] = ((fn(**inputs) - ss2d_scan_plain(**inputs)).norm()
+                                           / ss2d_scan_plain(**inputs).norm()).item()
+    print(json.dumps(report))
+
+
+@pytest.fixture(scope="module")
+def interpreter_errors() -> dict:
+    env = dict(os.environ, TRITON_INTERPRET="1", PYTHONPATH=str(ROOT))
+    proc = subprocess.run([sys.executable, __file__], env=env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_interpreter_matches_plain_path(interpreter_errors, case):
+    errs = interpreter_errors[case]
+    assert set(errs) == set(NAMES) | {"out_no_grad"}
+    assert all(e < 1e-4 for e in errs.values()), errs
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_gpu_matches_plain_path(dtype):
+    from models.scan.triton_ss2d import ss2d_scan_triton
+    from models.ss2d import ss2d_scan_plain
+
+    inputs = make_inputs(2, 12, 20, 64, 16, True, device="cuda", dtype=dtype)
+    errs = relative_errors(ss2d_scan_triton, inputs, ss2d_scan_plain)
+    # float32 results agree to rounding; gradients of bf16 inputs are rounded to bf16 on both sides
+    tol = {k: 1e-4 if k in ("out", "A", "D", "delta_bias") or dtype == torch.float32 else 1e-2 for k in errs}
+    assert all(errs[k] < tol[k] for k in errs), errs
+
+
+if __name__ == "__main__":
+    _interpreter_worker()
