@@ -1,14 +1,19 @@
-"""GPU: train-step throughput and peak memory of the paper configs, per scan backend and precision (issue 6).
+"""GPU: train-step throughput and peak memory of the paper configs, per scan backend, precision and variant (issue 6).
 
 One step = forward over the whole sequence (teacher forcing, then own outputs) + MSE + backward + AdamW,
 on random frames; median of 20 timed steps after 3 warm-up steps; then a torch.profiler view of one step.
+Variants are `vmrnn train`'s step modes, built by the same code: eager, graphs (--cuda-graphs: forward and
+backward captured once as CUDA graphs, capture time reported apart), ckpt (--grad-checkpoint: per-frame
+activation checkpointing) and graphs+ckpt.
 
     python3 benchmarks/gpu_train.py --mamba-build .mamba/build --json $OUT/gpu_train.json
+    python3 benchmarks/gpu_train.py --configs 0,1 --backends triton --precisions bf16 --variants eager,graphs
 """
 
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import statistics
 import sys
@@ -26,7 +31,8 @@ try:  # a local, uncommitted helper that builds mamba_ssm's kernel from its sour
 except ImportError:
     mamba_kernel = None
 from models import build_model  # noqa: E402
-from models.scan import triton_scan  # noqa: E402
+from models.scan import triton_ss2d  # noqa: E402
+from vmrnn_cli.train import graphed_forward  # noqa: E402
 
 # name, arch, model kwargs, T_in, horizon, batch; anchor = official code + mamba, fp32 (issue 6): ms/step, GiB
 CONFIGS = [
@@ -42,33 +48,66 @@ CONFIGS = [
 WARMUP, STEPS = 3, 20
 # the plain-PyTorch scan is ~30x slower than the kernels: only the two small configs, 1 + 3 steps
 TORCH_CONFIGS, TORCH_WARMUP, TORCH_STEPS = (0, 1), 1, 3
+VARIANTS = {"eager": (False, False), "graphs": (True, False), "ckpt": (False, True), "graphs+ckpt": (True, True)}
+PRECISIONS = {"fp32": False, "bf16": True}
 
 
-def make_step(model, frames, t_in, horizon, bf16):
-    params = [p for p in model.parameters() if p.requires_grad]
-    opt = torch.optim.AdamW(params, lr=1e-4)
+def parse_choices(text: str, known: dict) -> list[str]:
+    """A comma list of names from `known`, in the order given; an unknown name is a usage error."""
+    names = [name for name in text.split(",") if name]
+    if not names or any(name not in known for name in names):
+        raise argparse.ArgumentTypeError(f"{text!r}: a comma list of {', '.join(known)}")
+    return names
+
+
+def make_step(config, backend, bf16, variant):
+    """A train step of `config` as `vmrnn train` runs it in `variant`, and the seconds its graph capture took."""
+    _, arch, kwargs, t_in, horizon, batch, _ = config
+    graphs, ckpt = VARIANTS[variant]
+    torch.manual_seed(0)
+    model = build_model(arch, scan_backend=backend, **kwargs).cuda()
+    model.checkpoint_steps = ckpt
+    frames = torch.rand(batch, t_in + horizon, kwargs["in_channels"], kwargs["img_size"], kwargs["img_size"],
+                        device="cuda")
+    inputs = frames[:, :t_in].contiguous()
+    forward, capture_s = model, None
+    if graphs:
+        start = time.perf_counter()
+        forward = graphed_forward(model, tuple(inputs.shape), horizon, inputs.device, bf16)
+        torch.cuda.synchronize()
+        capture_s = time.perf_counter() - start
+    opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-4)
 
     def step():
         opt.zero_grad(set_to_none=True)
         with torch.autocast("cuda", dtype=torch.bfloat16, enabled=bf16):
-            out = model(frames[:, :t_in], horizon)
+            out = forward(inputs, horizon)
         loss = F.mse_loss(out.float(), frames[:, 1:])
         loss.backward()
         opt.step()
         return loss
 
-    return step
+    return step, capture_s
 
 
-def measure(config, backend, bf16, timed_steps=STEPS) -> dict:
-    name, arch, kwargs, t_in, horizon, batch, _ = config
-    torch.manual_seed(0)
-    model = build_model(arch, scan_backend=backend, **kwargs).cuda()
-    frames = torch.rand(batch, t_in + horizon, kwargs["in_channels"], kwargs["img_size"], kwargs["img_size"],
-                        device="cuda")
-    step = make_step(model, frames, t_in, horizon, bf16)
-    warmup, steps = (TORCH_WARMUP, TORCH_STEPS) if backend == "torch" else (WARMUP, timed_steps)
+def failed_row(config, backend, precision, variant, err: Exception) -> dict:
+    """A table row for a measurement that raised (OOM, or a capture that failed): the error's first line."""
+    message = "OOM" if isinstance(err, torch.OutOfMemoryError) else f"{type(err).__name__}: {str(err).splitlines()[0]}"
+    return {"config": config[0], "backend": backend, "precision": precision, "variant": variant, "ms": float("nan"),
+            "samples_s": float("nan"), "peak_GiB": float("nan"), "capture_s": None, "loss": message}
+
+
+def release_memory() -> None:
+    """Free the last measurement's model, graphs and their memory pools (graphed modules sit in reference cycles)."""
+    gc.collect()
+    torch.cuda.empty_cache()
+
+
+def measure(config, backend, bf16, variant, timed_steps=STEPS) -> dict:
+    name, _, _, _, _, batch, _ = config
     torch.cuda.reset_peak_memory_stats()
+    step, capture_s = make_step(config, backend, bf16, variant)
+    warmup, steps = (TORCH_WARMUP, TORCH_STEPS) if backend == "torch" else (WARMUP, timed_steps)
     for _ in range(warmup):
         loss = step()
     torch.cuda.synchronize()
@@ -81,18 +120,15 @@ def measure(config, backend, bf16, timed_steps=STEPS) -> dict:
         end.synchronize()
         times.append(start.elapsed_time(end))
     ms = statistics.median(times)
-    return {"config": name, "backend": backend, "precision": "bf16" if bf16 else "fp32", "ms": ms,
-            "samples_s": batch / ms * 1e3, "peak_GiB": torch.cuda.max_memory_allocated() / 2**30,
-            "steps": steps, "loss": float(loss)}
+    return {"config": name, "backend": backend, "precision": "bf16" if bf16 else "fp32", "variant": variant,
+            "ms": ms, "samples_s": batch / ms * 1e3, "peak_GiB": torch.cuda.max_memory_allocated() / 2**30,
+            "capture_s": capture_s, "steps": steps, "loss": float(loss.detach())}
 
 
-def profile(config, backend, bf16) -> str:
-    """Top GPU kernels of one step, kernel count, and GPU-busy time against the step's wall time."""
-    name, arch, kwargs, t_in, horizon, batch, _ = config
-    model = build_model(arch, scan_backend=backend, **kwargs).cuda()
-    frames = torch.rand(batch, t_in + horizon, kwargs["in_channels"], kwargs["img_size"], kwargs["img_size"],
-                        device="cuda")
-    step = make_step(model, frames, t_in, horizon, bf16)
+def profile(config, backend, bf16, variant) -> str:
+    """Top GPU kernels of one step, kernel and launch-call counts, and GPU-busy time against the step's wall time."""
+    name = config[0]
+    step, _ = make_step(config, backend, bf16, variant)
     for _ in range(2):
         step()
     torch.cuda.synchronize()
@@ -103,10 +139,12 @@ def profile(config, backend, bf16) -> str:
         torch.cuda.synchronize()
         wall = (time.perf_counter() - t0) * 1e3
     events = [e for e in prof.events() if e.device_type == torch.autograd.DeviceType.CUDA]
+    launches = sum(e.name.startswith(("cudaLaunchKernel", "cuLaunchKernel", "cudaGraphLaunch")) for e in prof.events())
     busy = sum(e.device_time for e in events) / 1e3
     table = prof.key_averages().table(sort_by="self_device_time_total", row_limit=18, max_name_column_width=60)
-    return (f"profile {name} {backend} {'bf16' if bf16 else 'fp32'}: {len(events)} GPU kernels/step, "
-            f"GPU busy {busy:.1f} ms of {wall:.1f} ms wall (profiler on)\n{table}")
+    return (f"profile {name} {backend} {'bf16' if bf16 else 'fp32'} {variant}: {len(events)} GPU kernels/step, "
+            f"{launches} kernel/graph launch calls seen, GPU busy {busy:.1f} ms of {wall:.1f} ms wall (profiler on)"
+            f"\n{table}")
 
 
 def main() -> None:
@@ -116,16 +154,20 @@ def main() -> None:
     parser.add_argument("--triton-config", default=None, help="chunk,fwd_block_d,fwd_warps,bwd_block_d,bwd_warps")
     parser.add_argument("--configs", default=",".join(str(i) for i in range(len(CONFIGS))))
     parser.add_argument("--backends", default="triton,mamba,torch")
-    parser.add_argument("--profile", default="triton", help="backend to profile on the first config ('' = none)")
+    parser.add_argument("--precisions", default="fp32,bf16", type=lambda text: parse_choices(text, PRECISIONS))
+    parser.add_argument("--variants", default="eager", type=lambda text: parse_choices(text, VARIANTS),
+                        help=f"comma list of {', '.join(VARIANTS)}")
+    parser.add_argument("--profile", default="triton",
+                        help="backend to profile on the first config, each precision and variant ('' = none)")
     parser.add_argument("--steps", type=int, default=STEPS, help="timed steps (after 3 warm-up steps)")
     parser.add_argument("--json", default=None)
     args = parser.parse_args()
 
     if args.triton_config:
-        triton_scan.CONFIG = tuple(int(v) for v in args.triton_config.split(","))
+        triton_ss2d.CONFIG = tuple(int(v) for v in args.triton_config.split(","))
     backends = args.backends.split(",")
     build = mamba_kernel.start_build(args.mamba_src, args.mamba_build) if "mamba" in backends and mamba_kernel else None
-    print(f"{torch.cuda.get_device_name()}  torch {torch.__version__}  triton config {triton_scan.CONFIG}", flush=True)
+    print(f"{torch.cuda.get_device_name()}  torch {torch.__version__}  triton config {triton_ss2d.CONFIG}", flush=True)
 
     rows = []
     # mamba last: its kernel compiles in the background meanwhile
@@ -138,31 +180,36 @@ def main() -> None:
         for index in (int(i) for i in args.configs.split(",")):
             if backend == "torch" and index not in TORCH_CONFIGS:
                 continue
-            for bf16 in (False, True):
-                try:
-                    row = measure(CONFIGS[index], backend, bf16, args.steps)
-                except torch.OutOfMemoryError:
-                    row = {"config": CONFIGS[index][0], "backend": backend, "precision": "bf16" if bf16 else "fp32",
-                           "ms": float("nan"), "samples_s": float("nan"), "peak_GiB": float("nan"), "loss": "OOM"}
-                torch.cuda.empty_cache()
-                rows.append(row)
-                print(json.dumps(row), flush=True)
-                if args.json:
-                    Path(args.json).write_text(json.dumps(rows, indent=1))
+            for precision in args.precisions:
+                for variant in args.variants:
+                    try:
+                        row = measure(CONFIGS[index], backend, PRECISIONS[precision], variant, args.steps)
+                    except RuntimeError as err:  # OOM, or a capture that failed: one row says which
+                        row = failed_row(CONFIGS[index], backend, precision, variant, err)
+                    release_memory()
+                    rows.append(row)
+                    print(json.dumps(row), flush=True)
+                    if args.json:
+                        Path(args.json).write_text(json.dumps(rows, indent=1))
 
     if args.profile:
         first = CONFIGS[int(args.configs.split(",")[0])]
-        for bf16 in (False, True):
-            print(profile(first, args.profile, bf16), flush=True)
+        for precision in args.precisions:
+            for variant in args.variants:
+                print(profile(first, args.profile, PRECISIONS[precision], variant), flush=True)
+                release_memory()
 
-    print("\n| config | backend | precision | ms/step | samples/s | peak GiB | vs anchor samples/s |")
-    print("|---|---|---|---|---|---|---|")
+    print("\n| config | backend | precision | variant | ms/step | samples/s | peak GiB | capture s "
+          "| vs anchor samples/s | note |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
     anchors = {c[0]: c[6] for c in CONFIGS}
     for r in rows:
         anchor = anchors[r["config"]]
         ratio = f"{anchor[0] / r['ms']:.2f}x" if anchor else "n/a"
-        print(f"| {r['config']} | {r['backend']} | {r['precision']} | {r['ms']:.1f} | {r['samples_s']:.1f} "
-              f"| {r['peak_GiB']:.1f} | {ratio} |")
+        capture = "-" if r["capture_s"] is None else f"{r['capture_s']:.1f}"
+        note = r["loss"] if isinstance(r["loss"], str) else ""
+        print(f"| {r['config']} | {r['backend']} | {r['precision']} | {r['variant']} | {r['ms']:.1f} "
+              f"| {r['samples_s']:.1f} | {r['peak_GiB']:.1f} | {capture} | {ratio} | {note} |")
 
 
 if __name__ == "__main__":

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from functools import partial
 from typing import Any
 
 import torch
 from torch import Tensor, nn
+from torch.utils.checkpoint import checkpoint
 
 from models.layers import (
+    DropPath,
     PatchEmbed,
     PatchExpanding,
     PatchInflation,
@@ -32,13 +36,25 @@ def _check_common(patch_size: int, output_activation: str) -> None:
 
 
 class _Forecaster(nn.Module):
-    """Shared rollout: teacher forcing over the context, then the model's own outputs fed back."""
+    """Shared rollout: teacher forcing over the context, then the model's own outputs fed back.
+
+    Set `checkpoint_steps = True` to trade compute for memory in training: while gradients are recorded,
+    only each frame's inputs and recurrent state are kept and the frame's internals are recomputed in backward.
+    """
 
     in_channels: int
     grid_multiple: int  # frames are padded to a multiple of this (patch size x merging factor)
+    checkpoint_steps: bool = False
 
     def step(self, frame: Tensor, state: Any) -> tuple[Tensor, Any]:
         raise NotImplementedError
+
+    def _checkpointed_step(self) -> Callable[[Tensor, Any], tuple[Tensor, Any]]:
+        """self.step whose internals are recomputed in backward, so only its inputs and outputs stay alive."""
+        # The RNG is replayed only when a step draws random numbers: saving CUDA RNG state inside a CUDA-graph
+        # capture needs torch >= 2.10, and a deterministic step recomputes the same without it.
+        random = self.training and any(isinstance(m, DropPath) and m.p > 0 for m in self.modules())
+        return partial(checkpoint, self.step, use_reentrant=False, preserve_rng_state=random)
 
     def forward(self, frames: Tensor, horizon: int) -> Tensor:
         """frames (b, T_in, C, H, W) -> (b, T_in - 1 + horizon, C, H, W); output i predicts frame i + 1."""
@@ -47,14 +63,15 @@ class _Forecaster(nn.Module):
         if horizon < 1:
             raise ValueError(f"horizon must be >= 1, got {horizon}")
         height, width = frames.shape[-2:]
+        step = self._checkpointed_step() if self.checkpoint_steps and torch.is_grad_enabled() else self.step
         state = None
         outputs = []
         for i in range(frames.shape[1] - 1):
-            out, state = self.step(pad_to_multiple(frames[:, i], self.grid_multiple), state)
+            out, state = step(pad_to_multiple(frames[:, i], self.grid_multiple), state)
             outputs.append(out[..., :height, :width])
         frame = frames[:, -1]
         for _ in range(horizon):
-            out, state = self.step(pad_to_multiple(frame, self.grid_multiple), state)
+            out, state = step(pad_to_multiple(frame, self.grid_multiple), state)
             frame = out[..., :height, :width]
             outputs.append(frame)
         return torch.stack(outputs, dim=1)

@@ -88,6 +88,8 @@ def train(
     device: Literal["auto", "cpu", "cuda"] = typer.Option("auto", "--device", help="auto: CUDA (bf16 autocast) when there is a GPU, else CPU."),
     seed: int = typer.Option(0, "--seed", help="Seed of the weights and the data order."),
     workers: Optional[int] = typer.Option(None, "--workers", help="DataLoader worker processes (default: 4 on CUDA, 0 on CPU).", show_default=False),
+    grad_checkpoint: bool = typer.Option(False, "--grad-checkpoint/--no-grad-checkpoint", help="Keep only each frame's inputs and state and recompute the rest in backward: far less memory for one extra forward pass; same maths."),
+    cuda_graphs: bool = typer.Option(False, "--cuda-graphs/--no-cuda-graphs", help="Capture the model's forward and backward once as CUDA graphs and replay them for every full-size batch (one CUDA GPU, one process): far fewer kernel launches; same maths."),
     config: Optional[Path] = typer.Option(None, "--config", help="TOML file with any of these options (e.g. epochs = 30); options given here win.", show_default=False),
     resume: bool = typer.Option(False, "--resume", help="Continue the run in --output from its last.pt."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Start over in a run directory that already holds a run."),
@@ -95,7 +97,8 @@ def train(
     """Train VMRNN on a prepared cube; Ctrl-C/SIGTERM checkpoint and stop, --resume continues."""
     from vmrnn_cli.train import Interrupted, train as run_train
 
-    names = ("arch", "embed_dim", "depths", "patch_size", "epochs", "batch_size", "lr", "device", "seed", "workers")
+    names = ("arch", "embed_dim", "depths", "patch_size", "epochs", "batch_size", "lr", "device", "seed", "workers",
+             "grad_checkpoint", "cuda_graphs")
     given = {name: ctx.params[name] for name in names if ctx.get_parameter_source(name).name == "COMMANDLINE"}
     if "depths" in given:
         try:

@@ -1,7 +1,9 @@
 """Train VMRNN on a prepared cube: AdamW with warm-up + cosine, masked MSE, checkpoints, resume, DDP.
 
 One process trains on one device; under `torchrun --nproc-per-node N` every process trains on its
-share of the windows (DistributedSampler) and rank 0 alone writes the run directory.
+share of the windows (DistributedSampler) and rank 0 alone writes the run directory. Options that
+only change how a step runs: per-frame activation checkpointing (memory) and, on one CUDA GPU, the
+model's forward and backward captured once as CUDA graphs and replayed every full-size step (speed).
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ import os
 import signal
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager, nullcontext
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -24,6 +26,7 @@ import torch
 import torch.distributed as dist
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+from torch import Tensor, nn
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, DistributedSampler, Subset
 
@@ -39,7 +42,8 @@ RUN_FILES = ("best.pt", "last.pt", "metrics.csv", "config.toml")
 METRIC_COLUMNS = ("epoch", "train_loss", "val_loss", "lr", "samples_per_s", "seconds")
 WARMUP_FRACTION = 0.05  # linear warm-up over the first 5% of the steps, then cosine decay to 0
 WEIGHT_DECAY = 0.05
-RESUMABLE_ANYWHERE = ("device", "workers")  # options a resumed run may change (hardware, not maths)
+# options a resumed run may change: hardware and how a step runs, not what it computes
+RESUMABLE_ANYWHERE = ("device", "workers", "grad_checkpoint", "cuda_graphs")
 
 
 class Interrupted(Exception):
@@ -58,7 +62,7 @@ class RunState:
     epoch: int = 0  # epochs completed
     batch: int = 0  # batches completed in the current epoch
     step: int = 0  # optimizer steps completed in total
-    sse: float = 0.0  # running sums of the current epoch (this rank)
+    sse: float = 0.0  # running sums of the current epoch (this rank); kept on the device between checkpoints
     count: float = 0.0
     samples: int = 0
     seconds: float = 0.0
@@ -161,6 +165,46 @@ def _sum_ranks(values: list[float], ranks: Ranks, device: torch.device) -> list[
     return tensor.tolist()
 
 
+class FixedHorizon(nn.Module):
+    """model(frames, horizon) with the horizon fixed, under bf16 autocast without its weight cache.
+
+    The form torch.cuda.make_graphed_callables captures: tensor arguments only, and autocast's cache
+    off inside the graphed region (it would keep graph-pool casts of the weights alive across replays).
+    """
+
+    def __init__(self, model: nn.Module, horizon: int, bf16: bool) -> None:
+        super().__init__()
+        self.model = model
+        self.horizon = horizon
+        self.bf16 = bf16
+
+    def forward(self, frames: Tensor) -> Tensor:
+        with torch.autocast(frames.device.type, dtype=torch.bfloat16, enabled=self.bf16, cache_enabled=False):
+            return self.model(frames, self.horizon)
+
+
+def dispatch_to_graph(graphed: Callable[[Tensor], Tensor], eager: Callable[[Tensor, int], Tensor],
+                      shape: tuple[int, ...], horizon: int) -> Callable[[Tensor, int], Tensor]:
+    """A model-like forward: inputs of the captured shape at the captured horizon replay `graphed`, any other
+    batch (an epoch's last, partial one) runs `eager`, since a CUDA graph replays fixed shapes only."""
+
+    def forward(frames: Tensor, frames_out: int) -> Tensor:
+        if tuple(frames.shape) == shape and frames_out == horizon:
+            return graphed(frames)
+        return eager(frames, frames_out)
+
+    return forward
+
+
+def graphed_forward(net: nn.Module, shape: tuple[int, ...], horizon: int, device: torch.device, bf16: bool
+                    ) -> Callable[[Tensor, int], Tensor]:
+    """net's forward and backward for float32 inputs of `shape` captured once as CUDA graphs (bf16 autocast
+    inside when `bf16`); other shapes run eager. The capture's warm-up leaves parameters and .grad alone."""
+    sample = torch.zeros(shape, device=device)  # like the real inputs: float32, requires_grad=False
+    graphed = torch.cuda.make_graphed_callables(FixedHorizon(net, horizon, bf16), (sample,))
+    return dispatch_to_graph(graphed, net, shape, horizon)
+
+
 def _check_new_run(run_dir: Path, overwrite: bool) -> None:
     """Refuse to start over an existing run unless --overwrite (then its files are replaced)."""
     existing = [name for name in RUN_FILES if (run_dir / name).exists()]
@@ -172,7 +216,7 @@ def _check_new_run(run_dir: Path, overwrite: bool) -> None:
 
 
 def _resumed_config(ckpt: Checkpoint, given: dict[str, Any]) -> TrainConfig:
-    """The run's own config; options given now may only change the device and the loader workers."""
+    """The run's own config; options given now may only change those in RESUMABLE_ANYWHERE."""
     config = TrainConfig(**ckpt.config["train"])
     for key, value in given.items():
         if key not in RESUMABLE_ANYWHERE and getattr(config, key) != value:
@@ -191,8 +235,8 @@ def _write_metrics(run_dir: Path, rows: list[dict[str, Any]]) -> None:
         tmp.write_text(text.getvalue())
 
 
-def _forward_loss(model: torch.nn.Module, batch: torch.Tensor, cube: Cube, device: torch.device
-                  ) -> tuple[torch.Tensor, torch.Tensor]:
+def _forward_loss(model: Callable[[Tensor, int], Tensor], batch: Tensor, cube: Cube, device: torch.device
+                  ) -> tuple[Tensor, Tensor]:
     """Sum of squared errors and valid-pixel count over every predicted next frame of a batch of windows."""
     inputs = torch.nan_to_num(batch[:, :cube.input_frames])
     with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
@@ -248,6 +292,7 @@ def train(cube_path: Path, run_dir: Path, config_file: Path | None = None, given
             raise VmrnnError(f"{run_dir / 'last.pt'}: nothing to resume (no such file)")
         ckpt = load_checkpoint(run_dir / "last.pt")
         config = _resumed_config(ckpt, {**(read_toml(config_file) if config_file else {}), **given})
+        config = config.validate(str(config_file) if config_file else "options")
     else:
         config = resolve_config(config_file, given)
         _check_new_run(run_dir, overwrite)
@@ -261,6 +306,12 @@ def train(cube_path: Path, run_dir: Path, config_file: Path | None = None, given
         raise VmrnnError(f"{cube_path}: no training windows (prepare it with a longer train split or smaller "
                          "--patch-size)")
     device = pick_device(config.device, ranks.local_rank)
+    if config.cuda_graphs and ranks.world > 1:
+        raise VmrnnError(f"--cuda-graphs: works in a single process only, not under torchrun with {ranks.world} "
+                         "processes (drop the option; on --resume pass --no-cuda-graphs)")
+    if config.cuda_graphs and device.type != "cuda":
+        raise VmrnnError("--cuda-graphs: training runs on the CPU here and CUDA graphs need a CUDA GPU "
+                         "(drop the option; on --resume pass --no-cuda-graphs)")
     workers = config.workers if config.workers is not None else (4 if device.type == "cuda" else 0)
     if ranks.world > 1:
         if device.type == "cuda":
@@ -278,6 +329,7 @@ def _train(cube: Cube, run_dir: Path, config: TrainConfig, geo: dict[str, Any], 
            val_set: WindowDataset) -> list[Path]:
     torch.manual_seed(config.seed)
     net = build_network(config.model_config(), len(cube.band_names), cube.patch_size).to(device)
+    net.checkpoint_steps = config.grad_checkpoint
     optimizer = torch.optim.AdamW([p for p in net.parameters() if p.requires_grad], lr=config.lr,
                                   weight_decay=WEIGHT_DECAY)
     state = RunState()
@@ -312,9 +364,18 @@ def _train(cube: Cube, run_dir: Path, config: TrainConfig, geo: dict[str, Any], 
     if state.epoch >= config.epochs:
         _log(ranks, f"{run_dir}: training already finished ({config.epochs} epochs)")
         return written
-    _log(ranks, f"training {config.arch} on {device} ({ranks.world} process(es)): {len(train_set)} train / "
+    modes = [name for name, on in (("per-frame activation checkpointing", config.grad_checkpoint),
+                                   ("CUDA graphs", config.cuda_graphs)) if on]
+    _log(ranks, f"training {config.arch} on {device} ({ranks.world} process(es))"
+                + "".join(f", {mode}" for mode in modes) + f": {len(train_set)} train / "
                 f"{len(val_set)} val windows, {steps_per_epoch} steps per epoch"
                 + ("" if len(val_set) else "; no validation windows, best.pt follows the training loss"))
+    forward: Callable[[Tensor, int], Tensor] = model
+    if config.cuda_graphs:
+        shape = (config.batch_size, cube.input_frames, len(cube.band_names), cube.patch_size, cube.patch_size)
+        capture_started = time.perf_counter()
+        forward = graphed_forward(net, shape, cube.output_frames, device, bf16=True)  # as _forward_loss on CUDA
+        _log(ranks, f"captured the training step as CUDA graphs in {time.perf_counter() - capture_started:.1f} s")
     show = ranks.main and sys.stderr.isatty()
     with stop_on_signals() as received, _progress(show) as bar:
         for epoch in range(state.epoch, config.epochs):
@@ -325,28 +386,33 @@ def _train(cube: Cube, run_dir: Path, config: TrainConfig, geo: dict[str, Any], 
             task = bar.add_task(f"epoch {epoch + 1}/{config.epochs}", total=steps_per_epoch,
                                 completed=state.batch, loss=math.nan, rate=0.0) if show else None
             started = time.perf_counter() - state.seconds
+            # sse and valid-pixel count summed on the device: reading them every step would stall the CPU
+            running = torch.tensor([state.sse, state.count], dtype=torch.float64, device=device)
             for batch in loader:
                 lr = learning_rate(state.step, total_steps, config.lr)
                 for group in optimizer.param_groups:
                     group["lr"] = lr
-                sse, count = _forward_loss(model, batch.to(device, non_blocking=True), cube, device)
+                sse, count = _forward_loss(forward, batch.to(device, non_blocking=True), cube, device)
                 loss = sse / count.clamp(min=1)
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 optimizer.step()
                 state.step, state.batch = state.step + 1, state.batch + 1
-                state.sse, state.count = state.sse + float(sse.detach()), state.count + float(count)
+                running += torch.stack((sse.detach().double(), count.double()))
                 state.samples += len(batch)
                 state.seconds = time.perf_counter() - started
                 if task is not None:
                     bar.update(task, advance=1, loss=float(loss.detach()), rate=state.samples / max(state.seconds, 1e-9))
                 signum = _agreed_signal(received, ranks, device)
                 if signum:
+                    state.sse, state.count = running.tolist()
                     if ranks.main:
                         checkpoint("last.pt", with_state=True)
                     raise Interrupted(signum, run_dir / "last.pt")
             if task is not None:
                 bar.remove_task(task)
+            state.sse, state.count = running.tolist()  # waits for the epoch's last step
+            state.seconds = time.perf_counter() - started
             sse_all, count_all, samples_all = _sum_ranks([state.sse, state.count, state.samples], ranks, device)
             train_loss = sse_all / count_all if count_all else math.nan
             val_loss = _validate(net, val_set, cube, config, ranks, device, workers)

@@ -1,0 +1,177 @@
+"""`vmrnn train --grad-checkpoint / --cuda-graphs`: same weights, config round trip, resume, refusals, dispatch.
+
+The CUDA-graph capture itself runs in tests/test_gpu.py; here the dispatch and wiring around it run on the CPU
+with plain callables in place of the graphed one.
+"""
+
+import os
+import shutil
+import signal
+
+import pytest
+import torch
+
+import vmrnn_cli.train as train_module
+from models import build_model
+from vmrnn_cli.checkpoint import load_checkpoint
+from vmrnn_cli.config import TrainConfig, resolve_config
+from vmrnn_cli.errors import VmrnnError
+from vmrnn_cli.train import FixedHorizon, Interrupted, dispatch_to_graph, graphed_forward, train
+
+# the tiny_run fixture's model and training options, as command-line options
+TINY = ["--embed-dim", "8", "--depths", "1", "--batch-size", "8", "--device", "cpu", "--seed", "0", "--epochs", "1"]
+GIVEN = {"embed_dim": 8, "depths": [1], "batch_size": 8, "device": "cpu", "epochs": 2, "seed": 3}
+
+
+def assert_same_weights(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> None:
+    assert a.keys() == b.keys()
+    for name, tensor in a.items():
+        torch.testing.assert_close(b[name], tensor, rtol=1e-5, atol=1e-6, msg=name)
+
+
+def test_grad_checkpoint_trains_the_same_weights_and_round_trips(cli, tiny_run, tmp_path) -> None:
+    run = tmp_path / "run"
+    code, _, err = cli(["train", tiny_run.cube, "-o", run, *TINY, "--grad-checkpoint"])
+    assert code == 0, err
+    assert "per-frame activation checkpointing" in err and "CUDA graphs" not in err
+    last = load_checkpoint(run / "last.pt")
+    assert last.config["train"]["grad_checkpoint"] is True and last.config["train"]["cuda_graphs"] is False
+    assert_same_weights(load_checkpoint(tiny_run.run / "last.pt").model, last.model)
+    text = (run / "config.toml").read_text()
+    assert "grad_checkpoint = true\n" in text and "cuda_graphs = false\n" in text
+    assert resolve_config(run / "config.toml", {}) == TrainConfig(**last.config["train"])
+
+
+def test_resume_keeps_grad_checkpoint_and_equals_an_uninterrupted_plain_run(cli, tiny_run, tmp_path,
+                                                                           monkeypatch) -> None:
+    """Also checks that the epoch's loss sums, kept on the device between checkpoints, survive an interrupt."""
+    train(tiny_run.cube, tmp_path / "straight", given=GIVEN)
+    calls = {"n": 0}
+    real = train_module.masked_sse
+
+    def interrupt_on_sixth_call(pred, target):
+        calls["n"] += 1
+        if calls["n"] == 6:  # epoch 1 = 4 train steps + 1 validation batch; this is step 1 of epoch 2
+            os.kill(os.getpid(), signal.SIGINT)
+        return real(pred, target)
+
+    monkeypatch.setattr(train_module, "masked_sse", interrupt_on_sixth_call)
+    with pytest.raises(Interrupted):
+        train(tiny_run.cube, tmp_path / "resumed", given={**GIVEN, "grad_checkpoint": True})
+    progress = load_checkpoint(tmp_path / "resumed" / "last.pt").state["progress"]
+    assert (progress["epoch"], progress["batch"]) == (1, 1) and progress["count"] > 0
+    monkeypatch.setattr(train_module, "masked_sse", real)
+    code, _, err = cli(["train", tiny_run.cube, "-o", tmp_path / "resumed", "--resume"])
+    assert code == 0, err
+    assert "per-frame activation checkpointing" in err
+    straight = load_checkpoint(tmp_path / "straight" / "last.pt")
+    resumed = load_checkpoint(tmp_path / "resumed" / "last.pt")
+    assert resumed.config["train"]["grad_checkpoint"] is True
+    assert_same_weights(straight.model, resumed.model)
+    for a, b in zip(straight.state["progress"]["metrics"], resumed.state["progress"]["metrics"]):
+        assert a["train_loss"] == pytest.approx(b["train_loss"], rel=1e-5)
+        assert a["val_loss"] == pytest.approx(b["val_loss"], rel=1e-5)
+
+
+def test_resume_may_switch_the_step_modes(cli, tiny_run, tmp_path) -> None:
+    """They change how a step runs, not what it computes; options that change the maths stay refused."""
+    run = tmp_path / "run"
+    shutil.copytree(tiny_run.run, run)
+    code, _, err = cli(["train", tiny_run.cube, "-o", run, "--resume", "--grad-checkpoint", "--no-cuda-graphs"])
+    assert code == 0 and "training already finished" in err, err
+    code, _, err = cli(["train", tiny_run.cube, "-o", run, "--resume", "--lr", "0.5"])
+    assert code == 1 and "--lr 0.5 differs" in err
+
+
+def one_line_error(code: int, err: str) -> str:
+    lines = err.strip().splitlines()
+    assert code == 1 and len(lines) == 1 and lines[0].startswith("vmrnn: error: --cuda-graphs: "), err
+    return lines[0]
+
+
+def test_cuda_graphs_refused_on_cpu(cli, tiny_run, tmp_path) -> None:
+    code, out, err = cli(["train", tiny_run.cube, "-o", tmp_path / "run", *TINY, "--cuda-graphs"])
+    assert "CUDA GPU" in one_line_error(code, err) and out == ""
+    assert not (tmp_path / "run").exists()
+
+
+def test_cuda_graphs_refused_under_torchrun(cli, tiny_run, tmp_path, monkeypatch) -> None:
+    monkeypatch.setenv("WORLD_SIZE", "2")  # what torchrun sets; refused before any process group starts
+    code, _, err = cli(["train", tiny_run.cube, "-o", tmp_path / "run", *TINY, "--cuda-graphs"])
+    assert "torchrun with 2 processes" in one_line_error(code, err)
+    assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize("text", ["grad_checkpoint = 1\n", 'cuda_graphs = "yes"\n'])
+def test_step_modes_must_be_booleans(tmp_path, text: str) -> None:
+    path = tmp_path / "run.toml"
+    path.write_text(text)
+    with pytest.raises(VmrnnError, match="must be true or false") as err:
+        resolve_config(path, {})
+    assert str(err.value).startswith(str(path))
+
+
+def tiny_model() -> torch.nn.Module:
+    torch.manual_seed(0)
+    return build_model("vmrnn-b", in_channels=2, img_size=(16, 16), patch_size=4, embed_dim=8, depths=1)
+
+
+def test_fixed_horizon_is_the_model_at_one_horizon_without_autocast_cache() -> None:
+    model = tiny_model()
+    seen = []
+
+    def probe(_module, _args):
+        seen.append(torch.is_autocast_cache_enabled())
+
+    model.register_forward_pre_hook(probe)
+    frames = torch.randn(2, 3, 2, 16, 16)
+    out = FixedHorizon(model, 2, bf16=False)(frames)
+    torch.testing.assert_close(out, model(frames, 2), rtol=0, atol=0)
+    assert seen == [False, True]  # cache off inside the wrapper (graphed region), back on outside
+    assert list(FixedHorizon(model, 2, bf16=False).parameters()) == list(model.parameters())
+
+
+def test_dispatch_sends_full_batches_to_the_graph_and_others_to_the_eager_model() -> None:
+    model = tiny_model()
+    fixed = FixedHorizon(model, 2, bf16=False)
+    routed = []
+
+    def graphed(frames: torch.Tensor) -> torch.Tensor:
+        routed.append(("graph", frames.shape[0]))
+        return fixed(frames)
+
+    def eager(frames: torch.Tensor, horizon: int) -> torch.Tensor:
+        routed.append(("eager", frames.shape[0]))
+        return model(frames, horizon)
+
+    forward = dispatch_to_graph(graphed, eager, (4, 3, 2, 16, 16), horizon=2)
+    full, partial = torch.randn(4, 3, 2, 16, 16), torch.randn(3, 3, 2, 16, 16)
+    for frames, horizon in ((full, 2), (partial, 2), (full, 3), (full, 2)):
+        out = forward(frames, horizon)
+        assert out.shape == (frames.shape[0], 2 + horizon, 2, 16, 16)
+        torch.testing.assert_close(out, model(frames, horizon), rtol=0, atol=0)
+    assert routed == [("graph", 4), ("eager", 3), ("eager", 4), ("graph", 4)]
+
+
+def test_graphed_forward_captures_the_wrapped_model_on_a_full_sample_batch(monkeypatch) -> None:
+    """The wiring around torch.cuda.make_graphed_callables, with an identity in its place (no GPU here)."""
+    captured = []
+
+    def fake_make_graphed_callables(module, sample_args):
+        captured.append((module, sample_args))
+        return module
+
+    monkeypatch.setattr(torch.cuda, "make_graphed_callables", fake_make_graphed_callables)
+    model = tiny_model()
+    forward = graphed_forward(model, (4, 3, 2, 16, 16), 2, torch.device("cpu"), bf16=False)
+    [(module, (sample,))] = captured
+    assert isinstance(module, FixedHorizon) and module.model is model and module.horizon == 2
+    assert sample.shape == (4, 3, 2, 16, 16) and sample.dtype == torch.float32 and not sample.requires_grad
+    frames = torch.randn(4, 3, 2, 16, 16)
+    loss = forward(frames, 2).square().mean()
+    loss.backward()
+    graph_grads = [p.grad.clone() for p in model.parameters() if p.requires_grad]
+    model.zero_grad(set_to_none=True)
+    model(frames, 2).square().mean().backward()
+    for graph_grad, p in zip(graph_grads, (p for p in model.parameters() if p.requires_grad)):
+        torch.testing.assert_close(graph_grad, p.grad, rtol=0, atol=0)
