@@ -125,6 +125,7 @@ def one_line_error(code, out, err, culprit, output: Path) -> None:
     ("crs", "CRS EPSG:32634 differs"),
     ("bands", "2 band(s) differ from the training cube's 1"),
     ("too_few", "2 frame(s), fewer than the 3 context frames"),
+    ("all_nodata", "the last 3 frames hold no valid pixel"),
     ("horizon", "--horizon 0: must be at least 1"),
     ("overlap", "--overlap 16: must be between 0 and 15"),
     ("exists", "already exists"),
@@ -143,6 +144,13 @@ def test_bad_inputs(cli, tiny_run, tmp_path, problem: str, match: str) -> None:
         culprit = inputs[0]
     elif problem == "too_few":
         inputs = inputs[-2:]
+        culprit = inputs[0]
+    elif problem == "all_nodata":
+        (tmp_path / "empty").mkdir()
+        inputs = [shutil.copy(path, tmp_path / "empty" / Path(path).name) for path in inputs[-3:]]
+        for path in inputs:
+            with rasterio.open(path, "r+") as dst:
+                dst.write(np.full((dst.count, dst.height, dst.width), dst.nodata, dtype=dst.dtypes[0]))
         culprit = inputs[0]
     elif problem == "horizon":
         extra, culprit = ["--horizon", "0"], "--horizon"

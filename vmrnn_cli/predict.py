@@ -19,7 +19,7 @@ from vmrnn_cli.checkpoint import Checkpoint, load_checkpoint
 from vmrnn_cli.errors import VmrnnError
 from vmrnn_cli.io.readers import describe_inputs, read_rasters
 from vmrnn_cli.io.writers import FORMATS, get_writer, infer_format, iso_time
-from vmrnn_cli.tiling import forecast_tiled, tile_starts
+from vmrnn_cli.tiling import fits_on, forecast_tiled, tile_starts
 from vmrnn_cli.train import pick_device
 
 
@@ -117,11 +117,11 @@ def predict(
         raise VmrnnError(f"{source}: {da.sizes['time']} frame(s), fewer than the {context} context frames "
                          "needed (give more frames or a smaller --context)")
     frames = np.asarray(da.isel(time=slice(-context, None)).values, dtype=np.float32)
-    nodata = np.isnan(frames).all(axis=0)
-    if nodata.all():
+    dev = pick_device(device)
+    scene = scene_on(frames, horizon, dev)
+    if scene.isnan().all():
         raise VmrnnError(f"{source}: the last {context} frames hold no valid pixel")
-    forecast = _forecast(ckpt, frames, horizon, tile, overlap, batch_size, pick_device(device))
-    forecast[:, nodata] = np.nan
+    forecast = _forecast(ckpt, scene, horizon, tile, overlap, batch_size, dev)
     times = valid_times(da["time"].values, horizon, geo["time_step_seconds"])
     result = xr.DataArray(forecast, dims=("time", "band", "y", "x"),
                           coords={"time": times, "band": geo["band_names"], "y": da["y"].values, "x": da["x"].values})
@@ -139,23 +139,42 @@ def predict(
     )
 
 
-def _forecast(ckpt: Checkpoint, frames: np.ndarray, horizon: int, tile: int, overlap: int, batch_size: int,
+def scene_on(frames: np.ndarray, horizon: int, device: torch.device) -> torch.Tensor:
+    """A copy of the (T, C, H, W) context on `device`, or on the CPU when it and the forecast canvas won't fit there."""
+    nbytes = (frames.shape[0] + horizon) * frames[0].nbytes
+    return torch.tensor(frames, device=device if fits_on(device, nbytes) else torch.device("cpu"))
+
+
+def _forecast(ckpt: Checkpoint, scene: torch.Tensor, horizon: int, tile: int, overlap: int, batch_size: int,
               device: torch.device) -> np.ndarray:
-    """Normalise, roll the model out tile by tile, blend and de-normalise: (horizon, band, y, x) float32."""
-    mean = ckpt.mean.astype(np.float32).reshape(1, -1, 1, 1)
-    std = ckpt.std.astype(np.float32).reshape(1, -1, 1, 1)
-    scene = torch.from_numpy(np.nan_to_num((frames - mean) / std))
+    """Normalise, roll the model out tile by tile, blend, de-normalise: (horizon, band, y, x) float32.
+
+    All on the device `scene` (physical units, NaN for nodata, overwritten) is on, the model on `device`;
+    pixels that are NaN in every context frame come out NaN. Only the result goes back to the host.
+    """
+    mean = torch.from_numpy(ckpt.mean.astype(np.float32).reshape(1, -1, 1, 1)).to(scene.device)
+    std = torch.from_numpy(ckpt.std.astype(np.float32).reshape(1, -1, 1, 1)).to(scene.device)
+    nodata = scene.isnan().all(dim=0)
+    scene.sub_(mean).div_(std).nan_to_num_()
     net = ckpt.build_model().to(device).eval()
-    out = forecast_tiled(lambda tiles: rollout(net, tiles, horizon, device), scene, tile, overlap, batch_size)
-    return out.numpy() * std + mean
+    out = forecast_tiled(lambda tiles: rollout_on_device(net, tiles, horizon, device), scene, tile, overlap,
+                         batch_size)
+    out.mul_(std).add_(mean).masked_fill_(nodata, float("nan"))
+    return out.cpu().numpy()
+
+
+def rollout_on_device(net: torch.nn.Module, frames: torch.Tensor, horizon: int,
+                      device: torch.device) -> torch.Tensor:
+    """The next `horizon` frames after normalised context frames (B, T, C, H, W) (NaN read as the mean, 0).
+
+    No gradients, bf16 autocast on CUDA; returns (B, horizon, C, H, W) float32 on `device`.
+    """
+    inputs = frames.to(device).nan_to_num()
+    with torch.no_grad(), torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
+        out = net(inputs, horizon)[:, -horizon:]
+    return out.float()
 
 
 def rollout(net: torch.nn.Module, frames: torch.Tensor, horizon: int, device: torch.device) -> torch.Tensor:
-    """The next `horizon` frames after normalised context frames (B, T, C, H, W) (NaN read as the mean, 0).
-
-    No gradients, bf16 autocast on CUDA; returns (B, horizon, C, H, W) float32 on the CPU.
-    """
-    inputs = torch.nan_to_num(frames).to(device)
-    with torch.no_grad(), torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
-        out = net(inputs, horizon)[:, -horizon:]
-    return out.float().cpu()
+    """`rollout_on_device`, the result brought back to the CPU (for callers that score it with numpy)."""
+    return rollout_on_device(net, frames, horizon, device).cpu()

@@ -15,6 +15,7 @@ from rasterio.transform import from_origin
 from rio_cogeo.cogeo import cog_validate
 
 from vmrnn_cli.errors import VmrnnError
+from vmrnn_cli.io import writers
 from vmrnn_cli.io.writers import get_writer, infer_format, time_labels, write_cog, write_netcdf, write_zarr
 
 CFTIME = xr.coders.CFDatetimeCoder(use_cftime=True)
@@ -81,6 +82,20 @@ def test_cog_per_lead_time(tmp_path: Path) -> None:
         assert values.mask[:, :3, :4].all() and not values.mask[:, 3:, 4:].any()
         np.testing.assert_array_equal(values.filled(np.nan), da.isel(time=lead).values)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]
+
+
+def test_a_failed_cog_leaves_nothing_on_disk(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    write_one = writers._write_one_cog
+
+    def fail_on_the_second(path: Path, *args) -> None:
+        if path.name == "2024-03-21.tif":
+            raise OSError(f"{path}: No space left on device")
+        write_one(path, *args)
+
+    monkeypatch.setattr(writers, "_write_one_cog", fail_on_the_second)
+    with pytest.raises(OSError, match="No space left"):
+        write_cog(forecast(DAYS), tmp_path / "out", -9999.0, DAYS[0])
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_cog_nan_nodata_and_cftime(tmp_path: Path) -> None:
