@@ -1,21 +1,16 @@
 """The fused Triton SS2D scan against the plain path (grid copied into scan order + reference scan).
 
 On CPU the kernels run under Triton's interpreter, in one subprocess (this file run as a script), for
-the reasons given in test_triton_scan.py; each case's relative errors come back as JSON.
+the reasons given in tests/models/conftest.py; each case's relative errors come back as JSON.
 """
 
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
-from pathlib import Path
 
 import pytest
 import torch
 
-ROOT = Path(__file__).resolve().parents[2]
 
 # (batch, H, W, dim, N, strided B/C, config): square and non-square grids, H*W not a multiple of the chunk,
 # dim not a multiple of the channel block; config = (chunk, fwd block_d, warps, bwd block_d, warps)
@@ -78,14 +73,6 @@ def _interpreter_worker() -> None:
             report[case]["out_no_grad"] = ((fn(**inputs) - ss2d_scan_plain(**inputs)).norm()
                                            / ss2d_scan_plain(**inputs).norm()).item()
     print(json.dumps(report))
-
-
-@pytest.fixture(scope="module")
-def interpreter_errors() -> dict:
-    env = dict(os.environ, TRITON_INTERPRET="1", PYTHONPATH=str(ROOT))
-    proc = subprocess.run([sys.executable, __file__], env=env, capture_output=True, text=True, timeout=600)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
 @pytest.mark.parametrize("case", sorted(CASES))
