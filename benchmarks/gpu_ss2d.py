@@ -44,8 +44,10 @@ SHAPES = [
     ("KTH-B 64x64 b16", 16, 64, 64, 256),
 ]
 N, RANK = 16, 8
-FWD_SWEEP = [(16, 8, 1), (16, 16, 1), (16, 32, 1), (16, 64, 2), (8, 32, 1)]  # chunk, block_d, warps
-BWD_SWEEP = [(16, 4, 2), (16, 8, 2), (16, 4, 1), (16, 8, 4), (8, 8, 2)]
+FWD_SWEEP = [(8, 16), (8, 32), (16, 16)]  # chunk, block_d
+SEQ_SWEEP = [(8, 8), (8, 16), (4, 16)]  # seq_chunk, seq_block_d
+PAR_SWEEP = [(16, 8, 2), (8, 8, 2), (16, 4, 2)]  # par_chunk, par_block_d, par_warps
+FORCE = {"sequential": 0, "parallel": 10**9}  # seq_min_programs that forces each backward kernel
 DEVICE = "cuda"
 GRAD_NAMES = ("u", "delta", "A", "x_dbl", "D", "delta_bias")
 CHECK_SHAPE = (2, 12, 20, 64)  # batch, H, W, d_inner: H*W not a multiple of the chunk, H != W
@@ -97,27 +99,30 @@ def check(dtype) -> str:
     return f"fused vs plain+reference, {dtype}: " + ", ".join(f"{k}={v:.1e}" for k, v in errs.items())
 
 
-def sweep(shape) -> tuple[tuple, tuple, list[str]]:
-    """Forward and backward kernel times of each block shape; the best of each."""
+def sweep(shape) -> list[str]:
+    """Kernel times (ms) of the forward and of both backward kernels at each block shape, one line each."""
     _, batch, height, width, dim = shape
     x = {k: v.detach() for k, v in ss2d_inputs(batch, height, width, dim).items()}
     B, C = x["x_dbl"][..., RANK:RANK + N], x["x_dbl"][..., RANK + N:]
     args = (x["u"], x["delta"], x["A"], B, C, x["D"], x["delta_bias"])
     dout = torch.randn(batch, height, width, dim, device=DEVICE)
-    lines, fwd, bwd = [], [], []
-    for chunk, block_d, warps in FWD_SWEEP:
-        cfg = (chunk, block_d, warps, 4, 2)
-        ms = do_bench(lambda: triton_ss2d._launch_fwd(*args, True, cfg), warmup=10, rep=60, return_mode="median")
-        fwd.append((ms, (chunk, block_d, warps)))
-        lines.append(f"  {shape[0]:38s} fwd chunk {chunk} block_d {block_d} warps {warps}: {ms:.4f} ms")
-    for chunk, block_d, warps in BWD_SWEEP:
-        cfg = (chunk, 16, 1, block_d, warps)
-        _, hstart = triton_ss2d._launch_fwd(*args, True, cfg)
-        ms = do_bench(lambda: triton_ss2d._launch_bwd(*args, hstart, dout, cfg), warmup=10, rep=60,
-                      return_mode="median")
-        bwd.append((ms, (chunk, block_d, warps)))
-        lines.append(f"  {shape[0]:38s} bwd chunk {chunk} block_d {block_d} warps {warps}: {ms:.4f} ms")
-    return min(fwd)[1], min(bwd)[1], lines
+    base = triton_ss2d.CONFIG
+    cases = [("fwd", base._replace(seq_chunk=c, block_d=bd, seq_min_programs=FORCE["sequential"]))
+             for c, bd in FWD_SWEEP]
+    cases += [("bwd sequential", base._replace(seq_chunk=c, seq_block_d=bd, seq_min_programs=FORCE["sequential"]))
+              for c, bd in SEQ_SWEEP]
+    cases += [("bwd parallel", base._replace(par_chunk=c, par_block_d=bd, par_warps=w,
+                                             seq_min_programs=FORCE["parallel"])) for c, bd, w in PAR_SWEEP]
+    lines = []
+    for kind, cfg in cases:
+        if kind == "fwd":
+            ms = do_bench(lambda: triton_ss2d._launch_fwd(*args, True, cfg), warmup=10, rep=60, return_mode="median")
+        else:
+            _, hstart = triton_ss2d._launch_fwd(*args, True, cfg)
+            ms = do_bench(lambda: triton_ss2d._launch_bwd(*args, hstart, dout, cfg), warmup=10, rep=60,
+                          return_mode="median")
+        lines.append(f"  {shape[0]:38s} {kind:15s} {cfg}: {ms:.4f} ms")
+    return lines
 
 
 def kernel_times(backend: str, x: dict) -> tuple[float, float]:
@@ -154,13 +159,8 @@ def main() -> None:
         print(check(dtype), flush=True)
 
     shapes = [SHAPES[int(i)] for i in args.shapes.split(",")]
-    best = {}
     for shape in shapes:
-        fwd_cfg, bwd_cfg, lines = sweep(shape)
-        print("\n".join(lines), flush=True)
-        best[shape[0]] = (fwd_cfg[0], fwd_cfg[1], fwd_cfg[2], bwd_cfg[1], bwd_cfg[2]) if fwd_cfg[0] == bwd_cfg[0] \
-            else (fwd_cfg[0], fwd_cfg[1], fwd_cfg[2], 4, 2)
-        print(f"  best config {best[shape[0]]}", flush=True)
+        print("\n".join(sweep(shape)), flush=True)
 
     ext = mamba_kernel.finish_build(build, args.mamba_src, args.mamba_build) if build is not None else None
     if ext is not None:
@@ -171,10 +171,10 @@ def main() -> None:
         name, batch, height, width, dim = shape
         for dtype in (torch.float32, torch.bfloat16):
             x = ss2d_inputs(batch, height, width, dim, dtype)
-            row = {"shape": name, "dtype": str(dtype).split(".")[1], "config": best[name]}
+            row = {"shape": name, "dtype": str(dtype).split(".")[1], "config": triton_ss2d.CONFIG}
             for label, backend in paths.items():
                 if backend is None:
-                    fn = lambda x, c=best[name]: call(triton_ss2d.SS2DScanTriton.apply, x, c)  # noqa: E731
+                    fn = lambda x: call(triton_ss2d.ss2d_scan_triton, x)  # noqa: E731
                 else:
                     fn = lambda x, b=backend: call(ss2d_scan_plain, x, backend=b)  # noqa: E731
                 row[label] = (timed(fn, x, False), timed(fn, x, True))

@@ -4,11 +4,16 @@ The plain path (models/ss2d.py) copies the grid into four scan orders (rows, col
 casts to float32, scans, and copies back. Here one program owns one batch element, one direction and a
 block of channels, and walks the grid in its direction by index arithmetic: every tensor stays in its
 channels-last (batch, H*W, ...) layout and dtype, and only the four directions' outputs are summed.
-Forward and backward follow triton_scan.py (sequential forward storing chunk-start states; backward
-recomputing a chunk with `tl.associative_scan`, then scanning dL/dh back through it).
+The forward steps through the tokens one at a time and stores the state at every chunk start. Two
+backward kernels recompute a chunk from its stored start and carry dL/dh back through it: the
+sequential one steps like the forward, keeping the chunk's states in registers (fast when there are
+enough programs to fill the GPU); the chunk-parallel one scans a chunk with `tl.associative_scan` as
+triton_scan.py does (for small batches, where the sequential one leaves most of the GPU idle).
 """
 
 from __future__ import annotations
+
+from typing import NamedTuple
 
 import torch
 import triton
@@ -20,8 +25,20 @@ from models.scan.triton_scan import _check, _linear_combine, _softplus
 LOG2E = tl.constexpr(1.4426950408889634)
 DIRECTIONS = 4
 
-# chunk length (shared by forward and backward), then (block of channels, warps) of the forward and backward
-CONFIG = (16, 16, 1, 8, 2)  # best at every SS2D shape of the three configs on an H100 (benchmarks/gpu/run7_gpu_ss2d.log)
+
+class Config(NamedTuple):
+    """Block shapes of the kernels and the choice of backward; benchmarks/gpu_ss2d.py sweeps them."""
+
+    block_d: int  # channels per forward program (one warp)
+    seq_chunk: int  # steps between stored states when the sequential backward runs (its states sit in registers)
+    seq_block_d: int  # channels per sequential-backward program (one warp)
+    par_chunk: int  # steps between stored states when the chunk-parallel backward runs
+    par_block_d: int  # channels per chunk-parallel-backward program
+    par_warps: int
+    seq_min_programs: int  # below this many sequential programs, the chunk-parallel backward runs
+
+
+CONFIG = Config(16, 8, 16, 16, 8, 2, 768)  # H100 measurements: benchmarks/gpu/NOTES.md, session 3
 
 
 @triton.jit
@@ -55,7 +72,7 @@ def _ss2d_fwd_kernel(
     u_row = u_ptr + b * L * dim + offs_d  # u (b, L, dim)
     dk_row = (b * L * 4 + k) * dim + offs_d  # delta and out (b, L, 4, dim)
     bc_row = b * bc_stride_b + k * bc_stride_k + offs_n  # B, C (b, L, 4, N), any strides but N's
-    hs_offs = ((b * 4 + k) * n_chunks * N + offs_n)[None, :] * dim + offs_d[:, None]
+    hs_offs = ((b * 4 + k) * n_chunks * N + offs_n)[None, :] * dim + offs_d[:, None]  # (b, 4, n_chunks, N, dim)
     h = tl.zeros([BLOCK_D, BLOCK_N], dtype=tl.float32)
     for c in range(n_chunks):
         if STORE_STATES:
@@ -76,7 +93,98 @@ def _ss2d_fwd_kernel(
 
 
 @triton.jit
-def _ss2d_bwd_kernel(
+def _ss2d_bwd_sequential_kernel(
+    u_ptr, delta_ptr, A_ptr, B_ptr, C_ptr, D_ptr, bias_ptr, hstart_ptr, dout_ptr,
+    du_ptr, ddelta_ptr, dA_ptr, dB_ptr, dC_ptr, dD_ptr, dbias_ptr,
+    dim, H, W, N, n_chunks, bc_stride_b, bc_stride_l, bc_stride_k,
+    BLOCK_D: tl.constexpr, BLOCK_N: tl.constexpr, CHUNK: tl.constexpr,
+):
+    """Per chunk, last first: recompute its states step by step into a register tuple, then walk back.
+
+    dB and dC are summed over this program's channels and written per channel block (the caller sums
+    the blocks); dA, dD and dbias are written per batch element. No atomics.
+    """
+    pid_d = tl.program_id(0)
+    b = tl.program_id(1) // 4
+    k = tl.program_id(1) % 4
+    batch = tl.num_programs(1) // 4
+    L = H * W
+    offs_d = pid_d * BLOCK_D + tl.arange(0, BLOCK_D)
+    offs_n = tl.arange(0, BLOCK_N)
+    mask_d = offs_d < dim
+    mask_n = offs_n < N
+    mask_dn = mask_d[:, None] & mask_n[None, :]
+    channel = k * dim + offs_d
+    dn_offs = channel[:, None] * N + offs_n[None, :]
+    A = tl.load(A_ptr + dn_offs, mask=mask_dn, other=0.0).to(tl.float32)
+    A2 = A * LOG2E
+    bias = tl.load(bias_ptr + channel, mask=mask_d, other=0.0).to(tl.float32)
+    Dv = tl.load(D_ptr + channel, mask=mask_d, other=0.0).to(tl.float32)
+
+    hs_offs = ((b * 4 + k) * n_chunks * dim + offs_d)[:, None] * N + offs_n[None, :]  # (b, 4, n_chunks, dim, N)
+    u_row = u_ptr + b * L * dim + offs_d
+    dy_row = dout_ptr + b * L * dim + offs_d
+    dk_row = (b * L * 4 + k) * dim + offs_d
+    bc_row = b * bc_stride_b + k * bc_stride_k + offs_n
+    part_row = ((pid_d * batch + b) * L * 4 + k) * N + offs_n  # dB, dC (channel blocks, b, L, 4, N)
+    carry = tl.zeros([BLOCK_D, BLOCK_N], dtype=tl.float32)  # exp(dt A) dL/dh of the step after
+    dA_acc = tl.zeros([BLOCK_D, BLOCK_N], dtype=tl.float32)
+    dD_acc = tl.zeros([BLOCK_D], dtype=tl.float32)
+    dbias_acc = tl.zeros([BLOCK_D], dtype=tl.float32)
+    for cc in range(n_chunks):
+        c = n_chunks - 1 - cc
+        h = tl.load(hstart_ptr + hs_offs + c * dim * N, mask=mask_dn, other=0.0)
+        hs = ()
+        us = ()
+        raws = ()
+        for j in tl.static_range(CHUNK):
+            step = c * CHUNK + j
+            p = _position(step, k, H, W, L)
+            valid = mask_d & (tl.full(mask_d.shape, step, tl.int32) < L)
+            valid_n = mask_n & (tl.full(mask_n.shape, step, tl.int32) < L)
+            u = tl.load(u_row + p * dim, mask=valid, other=0.0).to(tl.float32)
+            raw = tl.load(delta_ptr + dk_row + p * 4 * dim, mask=valid, other=0.0).to(tl.float32) + bias
+            dt = tl.where(valid, _softplus(raw), 0.0)
+            Bv = tl.load(B_ptr + bc_row + p * bc_stride_l, mask=valid_n, other=0.0).to(tl.float32)
+            h = tl.exp2(dt[:, None] * A2) * h + (dt * u)[:, None] * Bv[None, :]
+            hs = hs + (h,)
+            us = us + (u,)
+            raws = raws + (raw,)
+        for j in tl.static_range(CHUNK - 1, -1, -1):
+            step = c * CHUNK + j
+            p = _position(step, k, H, W, L)
+            valid = mask_d & (tl.full(mask_d.shape, step, tl.int32) < L)
+            valid_n = mask_n & (tl.full(mask_n.shape, step, tl.int32) < L)
+            u = us[j]
+            raw = raws[j]
+            dt = tl.where(valid, _softplus(raw), 0.0)
+            Bv = tl.load(B_ptr + bc_row + p * bc_stride_l, mask=valid_n, other=0.0).to(tl.float32)
+            Cv = tl.load(C_ptr + bc_row + p * bc_stride_l, mask=valid_n, other=0.0).to(tl.float32)
+            dy = tl.load(dy_row + p * dim, mask=valid, other=0.0)
+            dtu = dt * u
+            G = dy[:, None] * Cv[None, :] + carry  # dL/dh at this step
+            h = hs[j]
+            ah = h - dtu[:, None] * Bv[None, :]  # exp(dt A) times the state before
+            gB = tl.sum(G * Bv[None, :], axis=1)
+            du = dy * Dv + dt * gB
+            ddt = tl.where(valid, (u * gB + tl.sum(G * A * ah, axis=1)) * tl.sigmoid(raw), 0.0)
+            dA_acc += G * ah * dt[:, None]
+            dD_acc += dy * u
+            dbias_acc += ddt
+            tl.store(du_ptr + dk_row + p * 4 * dim, du, mask=valid)
+            tl.store(ddelta_ptr + dk_row + p * 4 * dim, ddt, mask=valid)
+            tl.store(dB_ptr + part_row + p * 4 * N, tl.sum(G * dtu[:, None], axis=0), mask=valid_n)
+            tl.store(dC_ptr + part_row + p * 4 * N, tl.sum(h * dy[:, None], axis=0), mask=valid_n)
+            carry = tl.exp2(dt[:, None] * A2) * G
+
+    tl.store(dA_ptr + b * 4 * dim * N + dn_offs, dA_acc, mask=mask_dn)
+    tl.store(dD_ptr + b * 4 * dim + channel, dD_acc, mask=mask_d)
+    tl.store(dbias_ptr + b * 4 * dim + channel, dbias_acc, mask=mask_d)
+
+
+
+@triton.jit
+def _ss2d_bwd_parallel_kernel(
     u_ptr, delta_ptr, A_ptr, B_ptr, C_ptr, D_ptr, bias_ptr, hstart_ptr, dout_ptr,
     du_ptr, ddelta_ptr, dA_ptr, dB_ptr, dC_ptr, dD_ptr, dbias_ptr,
     dim, H, W, N, n_chunks, bc_stride_b, bc_stride_l, bc_stride_k,
@@ -174,11 +282,16 @@ def _bc_strides(t: Tensor) -> tuple[int, int, int]:
     return t.stride(0), t.stride(2), t.stride(3)
 
 
+def _sequential(batch: int, dim: int, config: Config) -> bool:
+    """Whether the sequential backward runs: it has enough programs to fill the GPU."""
+    return batch * DIRECTIONS * triton.cdiv(dim, _block_d(config.seq_block_d, dim)) >= config.seq_min_programs
+
+
 def _launch_fwd(u, delta, A, B, C, D, bias, store_states, config):
     batch, height, width, dim = u.shape
     N = A.shape[1]
-    chunk, block_d, warps = config[:3]
-    block_d = _block_d(block_d, dim)
+    block_d = _block_d(config.block_d, dim)
+    chunk = config.seq_chunk if _sequential(batch, dim, config) else config.par_chunk
     n_chunks = triton.cdiv(height * width, chunk)
     out = torch.empty(batch, height, width, DIRECTIONS, dim, device=u.device, dtype=torch.float32)
     hstart = torch.empty(batch, DIRECTIONS, n_chunks if store_states else 1, N, dim, device=u.device,
@@ -186,8 +299,7 @@ def _launch_fwd(u, delta, A, B, C, D, bias, store_states, config):
     _ss2d_fwd_kernel[(triton.cdiv(dim, block_d), batch * DIRECTIONS)](
         u, delta, A.t().contiguous(), B, C, D, bias, out, hstart,
         dim, height, width, N, n_chunks, *_bc_strides(B),
-        STORE_STATES=store_states, BLOCK_D=block_d, BLOCK_N=triton.next_power_of_2(N), CHUNK=chunk,
-        num_warps=warps,
+        STORE_STATES=store_states, BLOCK_D=block_d, BLOCK_N=triton.next_power_of_2(N), CHUNK=chunk, num_warps=1,
     )
     return out, hstart
 
@@ -195,27 +307,37 @@ def _launch_fwd(u, delta, A, B, C, D, bias, store_states, config):
 def _launch_bwd(u, delta, A, B, C, D, bias, hstart, dout, config):
     batch, height, width, dim = u.shape
     N = A.shape[1]
-    chunk, block_d, warps = config[0], config[3], config[4]
-    block_d = _block_d(block_d, dim)
-    n_chunks = triton.cdiv(height * width, chunk)
     f32 = dict(device=u.device, dtype=torch.float32)
     du = torch.empty(batch, height, width, DIRECTIONS, dim, **f32)
     ddelta = torch.empty_like(delta)
-    dA, dD, dbias = torch.zeros(A.shape, **f32), torch.zeros(D.shape, **f32), torch.zeros(bias.shape, **f32)
-    dB = torch.zeros(batch, height, width, DIRECTIONS, N, **f32)
-    dC = torch.zeros(batch, height, width, DIRECTIONS, N, **f32)
     assert _bc_strides(B) == _bc_strides(C)
-    _ss2d_bwd_kernel[(triton.cdiv(dim, block_d), batch * DIRECTIONS)](
-        u, delta, A, B, C, D, bias, hstart, dout,
-        du, ddelta, dA, dB, dC, dD, dbias,
-        dim, height, width, N, n_chunks, *_bc_strides(B),
-        BLOCK_D=block_d, BLOCK_N=triton.next_power_of_2(N), BLOCK_L=chunk, num_warps=warps,
-    )
+    if _sequential(batch, dim, config):
+        block_d = _block_d(config.seq_block_d, dim)
+        blocks = triton.cdiv(dim, block_d)
+        dA, dD, dbias = (torch.empty(batch, *t.shape, **f32) for t in (A, D, bias))
+        dB, dC = (torch.empty(blocks, batch, height, width, DIRECTIONS, N, **f32) for _ in range(2))
+        # states N-minor: the layout then puts N across lanes (forward stores them the other way, for its own layout)
+        hstart = hstart.transpose(-1, -2).contiguous()
+        _ss2d_bwd_sequential_kernel[(blocks, batch * DIRECTIONS)](
+            u, delta, A, B, C, D, bias, hstart, dout, du, ddelta, dA, dB, dC, dD, dbias,
+            dim, height, width, N, hstart.shape[2], *_bc_strides(B),
+            BLOCK_D=block_d, BLOCK_N=triton.next_power_of_2(N), CHUNK=config.seq_chunk, num_warps=1,
+        )
+        dA, dB, dC, dD, dbias = dA.sum(0), dB.sum(0), dC.sum(0), dD.sum(0), dbias.sum(0)
+    else:
+        block_d = _block_d(config.par_block_d, dim)
+        dA, dD, dbias = torch.zeros(A.shape, **f32), torch.zeros(D.shape, **f32), torch.zeros(bias.shape, **f32)
+        dB, dC = (torch.zeros(batch, height, width, DIRECTIONS, N, **f32) for _ in range(2))
+        _ss2d_bwd_parallel_kernel[(triton.cdiv(dim, block_d), batch * DIRECTIONS)](
+            u, delta, A, B, C, D, bias, hstart, dout, du, ddelta, dA, dB, dC, dD, dbias,
+            dim, height, width, N, hstart.shape[2], *_bc_strides(B),
+            BLOCK_D=block_d, BLOCK_N=triton.next_power_of_2(N), BLOCK_L=config.par_chunk, num_warps=config.par_warps,
+        )
     return du.sum(3).to(u.dtype), ddelta, dA, dB.to(B.dtype), dC.to(C.dtype), dD, dbias
 
 
 class SS2DScanTriton(torch.autograd.Function):
-    """Autograd wrapper of the fused kernels; `config` is laid out as CONFIG (benchmarks pass others)."""
+    """Autograd wrapper of the fused kernels; `config` is a Config (benchmarks pass others)."""
 
     @staticmethod
     def forward(ctx, u, delta, A, B, C, D, delta_bias, config):

@@ -6,19 +6,21 @@ the reasons given in tests/models/conftest.py; each case's relative errors come 
 
 from __future__ import annotations
 
+import itertools
 import json
 
 import pytest
 import torch
 
 
-# (batch, H, W, dim, N, strided B/C, config): square and non-square grids, H*W not a multiple of the chunk,
-# dim not a multiple of the channel block; config = (chunk, fwd block_d, warps, bwd block_d, warps)
+# (batch, H, W, dim, N, strided B/C, Config fields but the last): square and non-square grids, H*W not a
+# multiple of the chunks, dim not a multiple of the channel blocks, N not a power of 2
 CASES = {
-    "square": (1, 4, 4, 4, 4, False, (4, 2, 1, 2, 1)),
-    "wide_ragged": (2, 3, 5, 3, 4, True, (4, 2, 1, 2, 1)),
-    "tall_block": (1, 6, 2, 6, 3, True, (8, 4, 1, 4, 1)),
+    "square": (1, 4, 4, 4, 4, False, (2, 4, 2, 4, 2, 1)),
+    "wide_ragged": (2, 3, 5, 3, 4, True, (2, 4, 2, 4, 2, 1)),
+    "tall_block": (1, 6, 2, 6, 3, True, (4, 8, 4, 4, 4, 1)),
 }
+BACKWARDS = {"sequential": 0, "parallel": 10**9}  # seq_min_programs that forces each backward kernel
 NAMES = ("out", "u", "delta", "A", "B", "C", "D", "delta_bias")
 
 
@@ -62,35 +64,44 @@ def _interpreter_worker() -> None:
     from models.ss2d import ss2d_scan_plain
 
     report = {}
-    for case, (batch, height, width, dim, N, strided, config) in CASES.items():
+    for (case, (batch, height, width, dim, N, strided, blocks)), (backward, min_programs) in itertools.product(
+            CASES.items(), BACKWARDS.items()):
         inputs = make_inputs(batch, height, width, dim, N, strided)
+        config = triton_ss2d.Config(*blocks, min_programs)
 
         def fn(u, delta, A, B, C, D, delta_bias, config=config):
             return triton_ss2d.SS2DScanTriton.apply(u, delta, A, B, C, D, delta_bias, config)
 
-        report[case] = relative_errors(fn, inputs, ss2d_scan_plain)
+        errs = report[f"{case}-{backward}"] = relative_errors(fn, inputs, ss2d_scan_plain)
         with torch.no_grad():  # inference skips storing chunk-start states: the output must not change
-            report[case]["out_no_grad"] = ((fn(**inputs) - ss2d_scan_plain(**inputs)).norm()
-                                           / ss2d_scan_plain(**inputs).norm()).item()
+            errs["out_no_grad"] = ((fn(**inputs) - ss2d_scan_plain(**inputs)).norm()
+                                   / ss2d_scan_plain(**inputs).norm()).item()
     print(json.dumps(report))
 
 
+@pytest.mark.parametrize("backward", sorted(BACKWARDS))
 @pytest.mark.parametrize("case", sorted(CASES))
-def test_interpreter_matches_plain_path(interpreter_errors, case):
-    errs = interpreter_errors[case]
+def test_interpreter_matches_plain_path(interpreter_errors, case, backward):
+    errs = interpreter_errors[f"{case}-{backward}"]
     assert set(errs) == set(NAMES) | {"out_no_grad"}
     assert all(e < 1e-4 for e in errs.values()), errs
 
 
 @pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+@pytest.mark.parametrize("backward", sorted(BACKWARDS))
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
-def test_gpu_matches_plain_path(dtype):
-    from models.scan.triton_ss2d import ss2d_scan_triton
+def test_gpu_matches_plain_path(dtype, backward):
+    from models.scan import triton_ss2d
     from models.ss2d import ss2d_scan_plain
 
+    config = triton_ss2d.CONFIG._replace(seq_min_programs=BACKWARDS[backward])
+
+    def fn(u, delta, A, B, C, D, delta_bias):
+        return triton_ss2d.SS2DScanTriton.apply(u, delta, A, B, C, D, delta_bias, config)
+
     inputs = make_inputs(2, 12, 20, 64, 16, True, device="cuda", dtype=dtype)
-    errs = relative_errors(ss2d_scan_triton, inputs, ss2d_scan_plain)
+    errs = relative_errors(fn, inputs, ss2d_scan_plain)
     # float32 results agree to rounding; gradients of bf16 inputs are rounded to bf16 on both sides
     tol = {k: 1e-4 if k in ("out", "A", "D", "delta_bias") or dtype == torch.float32 else 1e-2 for k in errs}
     assert all(errs[k] < tol[k] for k in errs), errs
