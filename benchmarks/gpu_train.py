@@ -4,7 +4,8 @@ One step = forward over the whole sequence (teacher forcing, then own outputs) +
 on random frames; median of 20 timed steps after 3 warm-up steps; then a torch.profiler view of one step.
 Variants are `vmrnn train`'s step modes, built by the same code: eager, graphs (--cuda-graphs: forward and
 backward captured once as CUDA graphs, capture time reported apart), ckpt (--grad-checkpoint: per-frame
-activation checkpointing) and graphs+ckpt.
+activation checkpointing), graphs+ckpt and compile (--compile: the forward through torch.compile; the first
+step, which compiles forward and backward, is timed apart as the capture time).
 
     python3 benchmarks/gpu_train.py --mamba-build .mamba/build --json $OUT/gpu_train.json
     python3 benchmarks/gpu_train.py --configs 0,1 --backends triton --precisions bf16 --variants eager,graphs
@@ -32,7 +33,7 @@ except ImportError:
     mamba_kernel = None
 from models import build_model  # noqa: E402
 from models.scan import triton_ss2d  # noqa: E402
-from vmrnn_cli.train import graphed_forward  # noqa: E402
+from vmrnn_cli.train import compiled_forward, graphed_forward  # noqa: E402
 
 # name, arch, model kwargs, T_in, horizon, batch; anchor = official code + mamba, fp32 (issue 6): ms/step, GiB
 CONFIGS = [
@@ -48,7 +49,9 @@ CONFIGS = [
 WARMUP, STEPS = 3, 20
 # the plain-PyTorch scan is ~30x slower than the kernels: only the two small configs, 1 + 3 steps
 TORCH_CONFIGS, TORCH_WARMUP, TORCH_STEPS = (0, 1), 1, 3
-VARIANTS = {"eager": (False, False), "graphs": (True, False), "ckpt": (False, True), "graphs+ckpt": (True, True)}
+# name: (CUDA graphs, activation checkpointing, torch.compile)
+VARIANTS = {"eager": (False, False, False), "graphs": (True, False, False), "ckpt": (False, True, False),
+            "graphs+ckpt": (True, True, False), "compile": (False, False, True)}
 PRECISIONS = {"fp32": False, "bf16": True}
 
 
@@ -61,9 +64,10 @@ def parse_choices(text: str, known: dict) -> list[str]:
 
 
 def make_step(config, backend, bf16, variant):
-    """A train step of `config` as `vmrnn train` runs it in `variant`, and the seconds its graph capture took."""
+    """A train step of `config` as `vmrnn train` runs it in `variant`, and the seconds its graph capture or its
+    compilation (a first step, run here) took."""
     _, arch, kwargs, t_in, horizon, batch, _ = config
-    graphs, ckpt = VARIANTS[variant]
+    graphs, ckpt, compile_ = VARIANTS[variant]
     torch.manual_seed(0)
     model = build_model(arch, scan_backend=backend, **kwargs).cuda()
     model.checkpoint_steps = ckpt
@@ -76,6 +80,8 @@ def make_step(config, backend, bf16, variant):
         forward = graphed_forward(model, tuple(inputs.shape), horizon, inputs.device, bf16)
         torch.cuda.synchronize()
         capture_s = time.perf_counter() - start
+    elif compile_:
+        forward = compiled_forward(model, tuple(inputs.shape), horizon)
     opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-4)
 
     def step():
@@ -87,6 +93,11 @@ def make_step(config, backend, bf16, variant):
         opt.step()
         return loss
 
+    if compile_:
+        start = time.perf_counter()
+        step()
+        torch.cuda.synchronize()
+        capture_s = time.perf_counter() - start
     return step, capture_s
 
 
@@ -98,7 +109,9 @@ def failed_row(config, backend, precision, variant, err: Exception) -> dict:
 
 
 def release_memory() -> None:
-    """Free the last measurement's model, graphs and their memory pools (graphed modules sit in reference cycles)."""
+    """Free the last measurement's model, graphs, compiled code and memory pools (graphed modules sit in reference
+    cycles; dynamo would keep every measurement's compiled code, up to its recompile limit, then fall back to eager)."""
+    torch._dynamo.reset()
     gc.collect()
     torch.cuda.empty_cache()
 
@@ -151,7 +164,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--mamba-src", default=str(ROOT / ".mamba/csrc/selective_scan"))
     parser.add_argument("--mamba-build", default=str(ROOT / ".mamba/build"))
-    parser.add_argument("--triton-config", default=None, help="chunk,fwd_block_d,fwd_warps,bwd_block_d,bwd_warps")
+    parser.add_argument("--triton-config", default=None, help="the fields of models.scan.triton_ss2d.Config, comma-separated")
     parser.add_argument("--configs", default=",".join(str(i) for i in range(len(CONFIGS))))
     parser.add_argument("--backends", default="triton,mamba,torch")
     parser.add_argument("--precisions", default="fp32,bf16", type=lambda text: parse_choices(text, PRECISIONS))
@@ -164,7 +177,7 @@ def main() -> None:
     args = parser.parse_args()
 
     if args.triton_config:
-        triton_ss2d.CONFIG = tuple(int(v) for v in args.triton_config.split(","))
+        triton_ss2d.CONFIG = triton_ss2d.Config(*(int(v) for v in args.triton_config.split(",")))
     backends = args.backends.split(",")
     build = mamba_kernel.start_build(args.mamba_src, args.mamba_build) if "mamba" in backends and mamba_kernel else None
     print(f"{torch.cuda.get_device_name()}  torch {torch.__version__}  triton config {triton_ss2d.CONFIG}", flush=True)
@@ -199,7 +212,7 @@ def main() -> None:
                 print(profile(first, args.profile, PRECISIONS[precision], variant), flush=True)
                 release_memory()
 
-    print("\n| config | backend | precision | variant | ms/step | samples/s | peak GiB | capture s "
+    print("\n| config | backend | precision | variant | ms/step | samples/s | peak GiB | capture/compile s "
           "| vs anchor samples/s | note |")
     print("|---|---|---|---|---|---|---|---|---|---|")
     anchors = {c[0]: c[6] for c in CONFIGS}

@@ -1,5 +1,8 @@
-"""Shared fixtures: `cli` runs the command in-process; `tiny_run` is a tiny trained run built once per session."""
+"""Shared fixtures: `cli` runs the command in-process; `tiny_run` is a tiny trained run built once per session;
+`interrupted_train` trains until a SIGINT early in epoch 2."""
 
+import os
+import signal
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -10,7 +13,8 @@ import pytest
 from vmrnn_cli import synthetic
 from vmrnn_cli.cli import main
 from vmrnn_cli.prepare import prepare
-from vmrnn_cli.train import train
+import vmrnn_cli.train as train_module
+from vmrnn_cli.train import Interrupted, train
 
 TINY_MODEL = {"arch": "vmrnn-b", "patch_size": 4, "embed_dim": 8, "depths": [1], "epochs": 1, "batch_size": 8,
               "device": "cpu", "seed": 0}
@@ -44,5 +48,31 @@ def cli(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture) -> Calla
             main()
         out, err = capsys.readouterr()
         return exit_info.value.code, out, err
+
+    return run
+
+
+@pytest.fixture
+def interrupted_train(monkeypatch: pytest.MonkeyPatch) -> Callable[[Path, Path, dict], Interrupted]:
+    """Train a cube with `given` and send SIGINT at step 1 of epoch 2 (the 6th loss call of a tiny run: 4 train
+    steps and 1 validation batch in epoch 1); the call returns the Interrupted, with last.pt saved."""
+
+    def run(cube: Path, run_dir: Path, given: dict) -> Interrupted:
+        real = train_module.masked_sse
+        calls = {"n": 0}
+
+        def interrupt_on_sixth_call(pred, target):
+            calls["n"] += 1
+            if calls["n"] == 6:
+                os.kill(os.getpid(), signal.SIGINT)
+            return real(pred, target)
+
+        monkeypatch.setattr(train_module, "masked_sse", interrupt_on_sixth_call)
+        try:
+            with pytest.raises(Interrupted) as stop:
+                train(cube, run_dir, given=given)
+        finally:
+            monkeypatch.setattr(train_module, "masked_sse", real)
+        return stop.value
 
     return run

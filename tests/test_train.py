@@ -12,10 +12,9 @@ import numpy as np
 import pytest
 import torch
 
-import vmrnn_cli.train as train_module
 from vmrnn_cli.checkpoint import load_checkpoint
 from vmrnn_cli.cube import open_cube
-from vmrnn_cli.train import Interrupted, learning_rate, train
+from vmrnn_cli.train import learning_rate, train
 
 TINY = ["--embed-dim", "8", "--depths", "1", "--batch-size", "8", "--device", "cpu"]
 GIVEN = {"embed_dim": 8, "depths": [1], "batch_size": 8, "device": "cpu", "epochs": 2, "seed": 3}
@@ -67,24 +66,12 @@ def test_config_file_then_options(cli, tiny_run, tmp_path) -> None:
     assert (saved["epochs"], saved["batch_size"], saved["seed"], saved["embed_dim"]) == (1, 16, 5, 8)
 
 
-def test_resume_after_interrupt_equals_uninterrupted(tiny_run, tmp_path, monkeypatch) -> None:
+def test_resume_after_interrupt_equals_uninterrupted(tiny_run, tmp_path, interrupted_train) -> None:
     train(tiny_run.cube, tmp_path / "straight", given=GIVEN)
-    calls = {"n": 0}
-    real = train_module.masked_sse
-
-    def interrupt_on_sixth_call(pred, target):
-        calls["n"] += 1
-        if calls["n"] == 6:  # epoch 1 = 4 train steps + 1 validation batch; this is step 1 of epoch 2
-            os.kill(os.getpid(), signal.SIGINT)
-        return real(pred, target)
-
-    monkeypatch.setattr(train_module, "masked_sse", interrupt_on_sixth_call)
-    with pytest.raises(Interrupted) as stop:
-        train(tiny_run.cube, tmp_path / "resumed", given=GIVEN)
-    assert stop.value.signum == signal.SIGINT
+    stop = interrupted_train(tiny_run.cube, tmp_path / "resumed", GIVEN)
+    assert stop.signum == signal.SIGINT
     progress = load_checkpoint(tmp_path / "resumed" / "last.pt").state["progress"]
     assert (progress["epoch"], progress["batch"]) == (1, 1)
-    monkeypatch.setattr(train_module, "masked_sse", real)
     train(tiny_run.cube, tmp_path / "resumed", resume=True, given={"device": "cpu"})
     straight = load_checkpoint(tmp_path / "straight" / "last.pt")
     resumed = load_checkpoint(tmp_path / "resumed" / "last.pt")

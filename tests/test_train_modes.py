@@ -1,22 +1,20 @@
 """`vmrnn train --grad-checkpoint / --cuda-graphs`: same weights, config round trip, resume, refusals, dispatch.
 
 The CUDA-graph capture itself runs in tests/test_gpu.py; here the dispatch and wiring around it run on the CPU
-with plain callables in place of the graphed one.
+with plain callables in place of the graphed one. `--compile` trains in tests/test_train_compile.py; its
+refusal and resume switch are here with the others'.
 """
 
-import os
 import shutil
-import signal
 
 import pytest
 import torch
 
-import vmrnn_cli.train as train_module
 from models import build_model
 from vmrnn_cli.checkpoint import load_checkpoint
 from vmrnn_cli.config import TrainConfig, resolve_config
 from vmrnn_cli.errors import VmrnnError
-from vmrnn_cli.train import FixedHorizon, Interrupted, dispatch_to_graph, graphed_forward, train
+from vmrnn_cli.train import FixedHorizon, dispatch_to_graph, graphed_forward, train
 
 # the tiny_run fixture's model and training options, as command-line options
 TINY = ["--embed-dim", "8", "--depths", "1", "--batch-size", "8", "--device", "cpu", "--seed", "0", "--epochs", "1"]
@@ -43,24 +41,12 @@ def test_grad_checkpoint_trains_the_same_weights_and_round_trips(cli, tiny_run, 
 
 
 def test_resume_keeps_grad_checkpoint_and_equals_an_uninterrupted_plain_run(cli, tiny_run, tmp_path,
-                                                                           monkeypatch) -> None:
+                                                                           interrupted_train) -> None:
     """Also checks that the epoch's loss sums, kept on the device between checkpoints, survive an interrupt."""
     train(tiny_run.cube, tmp_path / "straight", given=GIVEN)
-    calls = {"n": 0}
-    real = train_module.masked_sse
-
-    def interrupt_on_sixth_call(pred, target):
-        calls["n"] += 1
-        if calls["n"] == 6:  # epoch 1 = 4 train steps + 1 validation batch; this is step 1 of epoch 2
-            os.kill(os.getpid(), signal.SIGINT)
-        return real(pred, target)
-
-    monkeypatch.setattr(train_module, "masked_sse", interrupt_on_sixth_call)
-    with pytest.raises(Interrupted):
-        train(tiny_run.cube, tmp_path / "resumed", given={**GIVEN, "grad_checkpoint": True})
+    interrupted_train(tiny_run.cube, tmp_path / "resumed", {**GIVEN, "grad_checkpoint": True})
     progress = load_checkpoint(tmp_path / "resumed" / "last.pt").state["progress"]
     assert (progress["epoch"], progress["batch"]) == (1, 1) and progress["count"] > 0
-    monkeypatch.setattr(train_module, "masked_sse", real)
     code, _, err = cli(["train", tiny_run.cube, "-o", tmp_path / "resumed", "--resume"])
     assert code == 0, err
     assert "per-frame activation checkpointing" in err
@@ -77,15 +63,16 @@ def test_resume_may_switch_the_step_modes(cli, tiny_run, tmp_path) -> None:
     """They change how a step runs, not what it computes; options that change the maths stay refused."""
     run = tmp_path / "run"
     shutil.copytree(tiny_run.run, run)
-    code, _, err = cli(["train", tiny_run.cube, "-o", run, "--resume", "--grad-checkpoint", "--no-cuda-graphs"])
+    code, _, err = cli(["train", tiny_run.cube, "-o", run, "--resume", "--grad-checkpoint", "--no-cuda-graphs",
+                        "--compile"])
     assert code == 0 and "training already finished" in err, err
     code, _, err = cli(["train", tiny_run.cube, "-o", run, "--resume", "--lr", "0.5"])
     assert code == 1 and "--lr 0.5 differs" in err
 
 
-def one_line_error(code: int, err: str) -> str:
+def one_line_error(code: int, err: str, option: str = "--cuda-graphs") -> str:
     lines = err.strip().splitlines()
-    assert code == 1 and len(lines) == 1 and lines[0].startswith("vmrnn: error: --cuda-graphs: "), err
+    assert code == 1 and len(lines) == 1 and lines[0].startswith(f"vmrnn: error: {option}: "), err
     return lines[0]
 
 
@@ -102,7 +89,13 @@ def test_cuda_graphs_refused_under_torchrun(cli, tiny_run, tmp_path, monkeypatch
     assert not (tmp_path / "run").exists()
 
 
-@pytest.mark.parametrize("text", ["grad_checkpoint = 1\n", 'cuda_graphs = "yes"\n'])
+def test_compile_refused_with_cuda_graphs(cli, tiny_run, tmp_path) -> None:
+    code, out, err = cli(["train", tiny_run.cube, "-o", tmp_path / "run", *TINY, "--compile", "--cuda-graphs"])
+    assert "--cuda-graphs" in one_line_error(code, err, "--compile") and out == ""
+    assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize("text", ["grad_checkpoint = 1\n", 'cuda_graphs = "yes"\n', "compile = 0\n"])
 def test_step_modes_must_be_booleans(tmp_path, text: str) -> None:
     path = tmp_path / "run.toml"
     path.write_text(text)

@@ -25,8 +25,8 @@ class TrainConfig:
     """Everything that defines a training run; the same names as the `vmrnn train` options and TOML keys.
 
     depths/patch_size of None mean the architecture's default (see ARCH_DEFAULTS); workers of None
-    means 4 DataLoader workers on CUDA and 0 (load in the main process) on CPU. grad_checkpoint and
-    cuda_graphs change how a step runs (memory, speed), not what it computes.
+    means 4 DataLoader workers on CUDA and 0 (load in the main process) on CPU. grad_checkpoint,
+    cuda_graphs and compile change how a step runs (memory, speed), not what it computes.
     """
 
     arch: str = "vmrnn-b"
@@ -41,6 +41,7 @@ class TrainConfig:
     workers: int | None = None
     grad_checkpoint: bool = False
     cuda_graphs: bool = False
+    compile: bool = False
 
     def validate(self, source: str) -> TrainConfig:
         """Check values and fill in the architecture defaults; errors name `source` (file or option)."""
@@ -62,7 +63,8 @@ class TrainConfig:
             raise VmrnnError(f"{source}: lr must be a positive number, got {self.lr!r}")
         if self.workers is not None and (not isinstance(self.workers, int) or self.workers < 0):
             raise VmrnnError(f"{source}: workers must be an integer >= 0, got {self.workers!r}")
-        for name, value in (("grad_checkpoint", self.grad_checkpoint), ("cuda_graphs", self.cuda_graphs)):
+        for name, value in (("grad_checkpoint", self.grad_checkpoint), ("cuda_graphs", self.cuda_graphs),
+                            ("compile", self.compile)):
             if not isinstance(value, bool):
                 raise VmrnnError(f"{source}: {name} must be true or false, got {value!r}")
         return TrainConfig(**{**asdict(self), "depths": depths, "patch_size": patch, "lr": float(self.lr)})

@@ -2,8 +2,9 @@
 
 One process trains on one device; under `torchrun --nproc-per-node N` every process trains on its
 share of the windows (DistributedSampler) and rank 0 alone writes the run directory. Options that
-only change how a step runs: per-frame activation checkpointing (memory) and, on one CUDA GPU, the
-model's forward and backward captured once as CUDA graphs and replayed every full-size step (speed).
+only change how a step runs: per-frame activation checkpointing (memory), the model's forward through
+torch.compile (speed) and, on one CUDA GPU, the model's forward and backward captured once as CUDA
+graphs and replayed every full-size step (speed).
 """
 
 from __future__ import annotations
@@ -43,7 +44,7 @@ METRIC_COLUMNS = ("epoch", "train_loss", "val_loss", "lr", "samples_per_s", "sec
 WARMUP_FRACTION = 0.05  # linear warm-up over the first 5% of the steps, then cosine decay to 0
 WEIGHT_DECAY = 0.05
 # options a resumed run may change: hardware and how a step runs, not what it computes
-RESUMABLE_ANYWHERE = ("device", "workers", "grad_checkpoint", "cuda_graphs")
+RESUMABLE_ANYWHERE = ("device", "workers", "grad_checkpoint", "cuda_graphs", "compile")
 
 
 class Interrupted(Exception):
@@ -185,8 +186,9 @@ class FixedHorizon(nn.Module):
 
 def dispatch_to_graph(graphed: Callable[[Tensor], Tensor], eager: Callable[[Tensor, int], Tensor],
                       shape: tuple[int, ...], horizon: int) -> Callable[[Tensor, int], Tensor]:
-    """A model-like forward: inputs of the captured shape at the captured horizon replay `graphed`, any other
-    batch (an epoch's last, partial one) runs `eager`, since a CUDA graph replays fixed shapes only."""
+    """A model-like forward: inputs of the captured shape at the captured horizon run `graphed`, any other
+    batch (an epoch's last, partial one) runs `eager`, since a CUDA graph replays fixed shapes only (and a
+    compiled forward would compile again for the new shape)."""
 
     def forward(frames: Tensor, frames_out: int) -> Tensor:
         if tuple(frames.shape) == shape and frames_out == horizon:
@@ -203,6 +205,15 @@ def graphed_forward(net: nn.Module, shape: tuple[int, ...], horizon: int, device
     sample = torch.zeros(shape, device=device)  # like the real inputs: float32, requires_grad=False
     graphed = torch.cuda.make_graphed_callables(FixedHorizon(net, horizon, bf16), (sample,))
     return dispatch_to_graph(graphed, net, shape, horizon)
+
+
+def compiled_forward(model: nn.Module, shape: tuple[int, ...], horizon: int) -> Callable[[Tensor, int], Tensor]:
+    """model's forward through torch.compile (default mode; compiled by the first call) for inputs of `shape` at
+    `horizon`; other shapes run eager rather than compile again. Shapes stay static even where dynamo met the model
+    with others earlier in the process (inductor fails on its dynamic-shape graphs, torch 2.13). The module and its
+    state_dict stay as they are (no `_orig_mod.` prefix)."""
+    compiled = torch.compile(model, dynamic=False)
+    return dispatch_to_graph(lambda frames: compiled(frames, horizon), model, shape, horizon)
 
 
 def _check_new_run(run_dir: Path, overwrite: bool) -> None:
@@ -306,6 +317,9 @@ def train(cube_path: Path, run_dir: Path, config_file: Path | None = None, given
         raise VmrnnError(f"{cube_path}: no training windows (prepare it with a longer train split or smaller "
                          "--patch-size)")
     device = pick_device(config.device, ranks.local_rank)
+    if config.compile and config.cuda_graphs:
+        raise VmrnnError("--compile: cannot be combined with --cuda-graphs, which captures the uncompiled model "
+                         "(pick one; on --resume pass --no-cuda-graphs or --no-compile)")
     if config.cuda_graphs and ranks.world > 1:
         raise VmrnnError(f"--cuda-graphs: works in a single process only, not under torchrun with {ranks.world} "
                          "processes (drop the option; on --resume pass --no-cuda-graphs)")
@@ -365,17 +379,20 @@ def _train(cube: Cube, run_dir: Path, config: TrainConfig, geo: dict[str, Any], 
         _log(ranks, f"{run_dir}: training already finished ({config.epochs} epochs)")
         return written
     modes = [name for name, on in (("per-frame activation checkpointing", config.grad_checkpoint),
-                                   ("CUDA graphs", config.cuda_graphs)) if on]
+                                   ("CUDA graphs", config.cuda_graphs),
+                                   ("torch.compile (the first full batch compiles)", config.compile)) if on]
     _log(ranks, f"training {config.arch} on {device} ({ranks.world} process(es))"
                 + "".join(f", {mode}" for mode in modes) + f": {len(train_set)} train / "
                 f"{len(val_set)} val windows, {steps_per_epoch} steps per epoch"
                 + ("" if len(val_set) else "; no validation windows, best.pt follows the training loss"))
     forward: Callable[[Tensor, int], Tensor] = model
+    shape = (config.batch_size, cube.input_frames, len(cube.band_names), cube.patch_size, cube.patch_size)
     if config.cuda_graphs:
-        shape = (config.batch_size, cube.input_frames, len(cube.band_names), cube.patch_size, cube.patch_size)
         capture_started = time.perf_counter()
         forward = graphed_forward(net, shape, cube.output_frames, device, bf16=True)  # as _forward_loss on CUDA
         _log(ranks, f"captured the training step as CUDA graphs in {time.perf_counter() - capture_started:.1f} s")
+    elif config.compile:
+        forward = compiled_forward(model, shape, cube.output_frames)
     show = ranks.main and sys.stderr.isatty()
     with stop_on_signals() as received, _progress(show) as bar:
         for epoch in range(state.epoch, config.epochs):
