@@ -14,6 +14,7 @@ background when those sources are there (see RESULTS.md).
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import math
 import sys
@@ -86,17 +87,20 @@ def timed(fn, x, backward: bool) -> float:
         return do_bench(lambda: fn(x), warmup=25, rep=150, return_mode="median")
 
 
-def check(dtype) -> str:
-    """Relative error of the fused op's output and gradients against the plain path with the reference scan."""
+def check(dtype, backward: str) -> str:
+    """Relative error of the fused op's output and gradients (through `backward`) against the plain path with the
+    reference scan."""
     x = ss2d_inputs(*CHECK_SHAPE, dtype, seed=1)
     leaves = [x[k] for k in GRAD_NAMES]
+    config = triton_ss2d.CONFIG._replace(seq_min_programs=FORCE[backward])
     results = []
-    for op, kw in ((triton_ss2d.ss2d_scan_triton, {}), (ss2d_scan_plain, {"backend": "reference"})):
-        out = call(op, x, **kw)
+    for op, args in ((triton_ss2d.SS2DScanTriton.apply, (config,)), (ss2d_scan_plain, ())):
+        out = call(op, x, *args)
         dout = torch.randn(out.shape, device=DEVICE, generator=torch.Generator(device=DEVICE).manual_seed(2))
         results.append([out.double()] + [g.double() for g in torch.autograd.grad(out, leaves, dout)])
     errs = {n: ((a - b).norm() / b.norm()).item() for n, a, b in zip(("out",) + GRAD_NAMES, *results)}
-    return f"fused vs plain+reference, {dtype}: " + ", ".join(f"{k}={v:.1e}" for k, v in errs.items())
+    return f"fused ({backward} backward) vs plain+reference, {dtype}: " + ", ".join(
+        f"{k}={v:.1e}" for k, v in errs.items())
 
 
 def sweep(shape) -> list[str]:
@@ -155,8 +159,8 @@ def main() -> None:
     t0 = time.time()
     build = mamba_kernel.start_build(args.mamba_src, args.mamba_build) if mamba_kernel else None
     print(report, flush=True)
-    for dtype in (torch.float32, torch.bfloat16):
-        print(check(dtype), flush=True)
+    for dtype, backward in itertools.product((torch.float32, torch.bfloat16), FORCE):
+        print(check(dtype, backward), flush=True)
 
     shapes = [SHAPES[int(i)] for i in args.shapes.split(",")]
     for shape in shapes:
