@@ -92,8 +92,12 @@ def test_graphed_step_equals_eager_step(grad_checkpoint: bool) -> None:
             assert (graph_grad - eager_grad).norm() <= 2e-2 * eager_grad.norm() + 1e-6, tuple(p.shape)
 
 
-def test_train_with_cuda_graphs_and_grad_checkpoint(cli, tmp_path) -> None:
-    """End to end, with a partial last batch every epoch; the losses follow those of a plain run."""
+@pytest.mark.parametrize("options, logged", [(["--cuda-graphs", "--grad-checkpoint"],
+                                              "per-frame activation checkpointing, CUDA graphs"),
+                                             (["--compile"], "torch.compile")], ids=["graphs+ckpt", "compile"])
+def test_train_step_modes_follow_a_plain_run(cli, tmp_path, options: list[str], logged: str) -> None:
+    """End to end, with a partial last batch every epoch (run eagerly); the losses follow those of a plain run.
+    --compile goes through torch.compile with the Triton scan (a torch.autograd.Function) under bf16 autocast."""
     tifs = synthetic.make_geotiff_series(tmp_path / "data", n_frames=30, height=40, width=48)
     cube = tmp_path / "cube.zarr"
     prepare([str(p) for p in tifs], cube, input_frames=3, output_frames=2, patch_size=16, stride=8,
@@ -103,40 +107,15 @@ def test_train_with_cuda_graphs_and_grad_checkpoint(cli, tmp_path) -> None:
     common = ["--device", "cuda", "--embed-dim", "16", "--depths", "2", "--epochs", "2", "--batch-size", batch]
     code, _, err = cli(["train", cube, "-o", tmp_path / "plain", *common])
     assert code == 0, err
-    code, _, err = cli(["train", cube, "-o", tmp_path / "graphs", *common, "--cuda-graphs", "--grad-checkpoint"])
+    code, _, err = cli(["train", cube, "-o", tmp_path / "modes", *common, *options])
     assert code == 0, err
-    assert "per-frame activation checkpointing, CUDA graphs" in err
+    assert logged in err
     rows = {}
-    for name in ("plain", "graphs"):
+    for name in ("plain", "modes"):
         with open(tmp_path / name / "metrics.csv") as handle:
             rows[name] = list(csv.DictReader(handle))
-    assert len(rows["graphs"]) == 2
-    for plain, graphs in zip(rows["plain"], rows["graphs"]):
+    assert len(rows["modes"]) == 2
+    for plain, modes in zip(rows["plain"], rows["modes"]):
         for key in ("train_loss", "val_loss"):
-            assert math.isfinite(float(graphs[key]))
-            assert float(graphs[key]) == pytest.approx(float(plain[key]), rel=5e-2)
-
-
-def test_train_with_compile(cli, tmp_path) -> None:
-    """End to end through torch.compile with the Triton scan (a torch.autograd.Function) under bf16 autocast, with a
-    partial last batch every epoch (run eager); the losses follow those of a plain run."""
-    tifs = synthetic.make_geotiff_series(tmp_path / "data", n_frames=30, height=40, width=48)
-    cube = tmp_path / "cube.zarr"
-    prepare([str(p) for p in tifs], cube, input_frames=3, output_frames=2, patch_size=16, stride=8,
-            split=(0.6, 0.2, 0.2))
-    windows = len(WindowDataset(open_cube(cube), "train"))
-    batch = next(b for b in (12, 11, 10, 9) if windows % b)
-    common = ["--device", "cuda", "--embed-dim", "16", "--depths", "2", "--epochs", "2", "--batch-size", batch]
-    code, _, err = cli(["train", cube, "-o", tmp_path / "plain", *common])
-    assert code == 0, err
-    code, _, err = cli(["train", cube, "-o", tmp_path / "compiled", *common, "--compile"])
-    assert code == 0, err
-    assert "torch.compile" in err
-    rows = {}
-    for name in ("plain", "compiled"):
-        with open(tmp_path / name / "metrics.csv") as handle:
-            rows[name] = list(csv.DictReader(handle))
-    assert len(rows["compiled"]) == 2
-    for plain, compiled in zip(rows["plain"], rows["compiled"]):
-        for key in ("train_loss", "val_loss"):
-            assert float(compiled[key]) == pytest.approx(float(plain[key]), rel=5e-2)
+            assert math.isfinite(float(modes[key]))
+            assert float(modes[key]) == pytest.approx(float(plain[key]), rel=5e-2)
