@@ -12,7 +12,6 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import sys
 import time
 from pathlib import Path
 
@@ -20,28 +19,14 @@ import torch
 import triton
 from triton.testing import do_bench
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path[:0] = [str(ROOT), str(ROOT / ".mamba")]
-
-try:  # a local, uncommitted helper that builds mamba_ssm's kernel from its sources (see RESULTS.md)
-    import mamba_kernel  # noqa: E402
-except ImportError:
-    mamba_kernel = None
-from models.scan.reference import selective_scan_reference  # noqa: E402
-from models.scan.torch_scan import selective_scan_torch  # noqa: E402
-from models.scan import triton_scan  # noqa: E402
+from gpu_ss2d import N, SHAPES as SS2D_SHAPES
+from mamba_local import MAMBA_SRC, mamba_kernel  # also puts the repository root on sys.path
+from models.scan.reference import selective_scan_reference
+from models.scan.torch_scan import selective_scan_torch
+from models.scan import triton_scan
 
 # name, batch, channels (4 directions x d_inner), L (tokens), groups (directions): SS2D as the models call it
-SHAPES = [
-    ("MMNIST-D stage1 32x32 (=anchor shape)", 16, 1024, 1024, 4),
-    ("MMNIST-D stage2 16x16", 16, 2048, 256, 4),
-    ("MMNIST-D up stage 8x8", 16, 4096, 64, 4),
-    ("TaxiBJ-B 8x8", 16, 1024, 64, 4),
-    ("KTH-B 64x64 b4", 4, 1024, 4096, 4),
-    ("KTH-B 64x64 b16", 16, 1024, 4096, 4),
-]
-N = 16
-# (chunk, fwd block_d, fwd warps, bwd block_d, bwd warps) candidates, swept per kernel
+SHAPES = [(name, batch, 4 * dim, height * width, 4) for name, batch, height, width, dim in SS2D_SHAPES]
 # (chunk, fwd block_d, fwd warps, bwd block_d, bwd warps): the two best of the sweeps in benchmarks/gpu/NOTES.md
 SWEEP = [(16, 16, 1, 4, 2), (16, 32, 2, 4, 2)]
 DEVICE = "cuda"
@@ -137,7 +122,7 @@ def sweep(shape) -> list[dict]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--mamba-src", default=str(ROOT / ".mamba/csrc/selective_scan"))
+    parser.add_argument("--mamba-src", default=str(MAMBA_SRC))
     parser.add_argument("--mamba-build", default="/tmp/mamba_build")
     parser.add_argument("--json", default=None, help="write every number here")
     args = parser.parse_args()

@@ -17,7 +17,6 @@ import argparse
 import itertools
 import json
 import math
-import sys
 import time
 from pathlib import Path
 
@@ -25,15 +24,9 @@ import torch
 import triton
 from triton.testing import do_bench
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path[:0] = [str(ROOT), str(ROOT / ".mamba")]
-
-try:  # a local, uncommitted helper that builds mamba_ssm's kernel from its sources (see RESULTS.md)
-    import mamba_kernel  # noqa: E402
-except ImportError:
-    mamba_kernel = None
-from models.scan import selective_scan, triton_ss2d  # noqa: E402
-from models.ss2d import ss2d_scan_plain, to_scan_order  # noqa: E402
+from mamba_local import MAMBA_SRC, mamba_kernel  # also puts the repository root on sys.path
+from models.scan import selective_scan, triton_ss2d
+from models.ss2d import ss2d_scan_plain, to_scan_order
 
 # name, batch, H, W, d_inner (2 x embed of the stage)
 SHAPES = [
@@ -149,7 +142,7 @@ def kernel_times(backend: str, x: dict) -> tuple[float, float]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--mamba-src", default=str(ROOT / ".mamba/csrc/selective_scan"))
+    parser.add_argument("--mamba-src", default=str(MAMBA_SRC))
     parser.add_argument("--mamba-build", default="/tmp/mamba_build")
     parser.add_argument("--shapes", default=",".join(str(i) for i in range(len(SHAPES))))
     parser.add_argument("--json", default=None, help="write every number here")

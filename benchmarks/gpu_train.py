@@ -17,23 +17,16 @@ import argparse
 import gc
 import json
 import statistics
-import sys
 import time
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path[:0] = [str(ROOT), str(ROOT / ".mamba")]
-
-try:  # a local, uncommitted helper that builds mamba_ssm's kernel from its sources (see RESULTS.md)
-    import mamba_kernel  # noqa: E402
-except ImportError:
-    mamba_kernel = None
-from models import build_model  # noqa: E402
-from models.scan import triton_ss2d  # noqa: E402
-from vmrnn_cli.train import compiled_forward, graphed_forward  # noqa: E402
+from mamba_local import MAMBA_SRC, ROOT, mamba_kernel  # also puts the repository root on sys.path
+from models import build_model
+from models.scan import triton_ss2d
+from vmrnn_cli.train import compiled_forward, graphed_forward
 
 # name, arch, model kwargs, T_in, horizon, batch; anchor = official code + mamba, fp32 (issue 6): ms/step, GiB
 CONFIGS = [
@@ -162,7 +155,7 @@ def profile(config, backend, bf16, variant) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--mamba-src", default=str(ROOT / ".mamba/csrc/selective_scan"))
+    parser.add_argument("--mamba-src", default=str(MAMBA_SRC))
     parser.add_argument("--mamba-build", default=str(ROOT / ".mamba/build"))
     parser.add_argument("--triton-config", default=None, help="the fields of models.scan.triton_ss2d.Config, comma-separated")
     parser.add_argument("--configs", default=",".join(str(i) for i in range(len(CONFIGS))))
