@@ -14,7 +14,7 @@ from models import build_model
 from vmrnn_cli.checkpoint import load_checkpoint
 from vmrnn_cli.config import TrainConfig, resolve_config
 from vmrnn_cli.errors import VmrnnError
-from vmrnn_cli.train import FixedHorizon, dispatch_to_graph, graphed_forward, train
+from vmrnn_cli.train import FixedHorizon, dispatch_to_graph, graphed_forward, train, use_cuda_graphs
 
 # the tiny_run fixture's model and training options, as command-line options
 TINY = ["--embed-dim", "8", "--depths", "1", "--batch-size", "8", "--device", "cpu", "--seed", "0", "--epochs", "1"]
@@ -33,10 +33,10 @@ def test_grad_checkpoint_trains_the_same_weights_and_round_trips(cli, tiny_run, 
     assert code == 0, err
     assert "per-frame activation checkpointing" in err and "CUDA graphs" not in err
     last = load_checkpoint(run / "last.pt")
-    assert last.config["train"]["grad_checkpoint"] is True and last.config["train"]["cuda_graphs"] is False
+    assert last.config["train"]["grad_checkpoint"] is True and last.config["train"]["cuda_graphs"] is None
     assert_same_weights(load_checkpoint(tiny_run.run / "last.pt").model, last.model)
     text = (run / "config.toml").read_text()
-    assert "grad_checkpoint = true\n" in text and "cuda_graphs = false\n" in text
+    assert "grad_checkpoint = true\n" in text and "cuda_graphs" not in text  # unset: decided where it runs
     assert resolve_config(run / "config.toml", {}) == TrainConfig(**last.config["train"])
 
 
@@ -93,6 +93,21 @@ def test_compile_refused_with_cuda_graphs(cli, tiny_run, tmp_path) -> None:
     code, out, err = cli(["train", tiny_run.cube, "-o", tmp_path / "run", *TINY, "--compile", "--cuda-graphs"])
     assert "--cuda-graphs" in one_line_error(code, err, "--compile") and out == ""
     assert not (tmp_path / "run").exists()
+
+
+CUDA, CPU = torch.device("cuda"), torch.device("cpu")
+
+
+@pytest.mark.parametrize("options, device, world, expected", [
+    ({}, CUDA, 1, True),  # the default: on where graphs can run
+    ({}, CPU, 1, False),
+    ({}, CUDA, 2, False),
+    ({"compile": True}, CUDA, 1, False),
+    ({"cuda_graphs": False}, CUDA, 1, False),
+    ({"cuda_graphs": True}, CUDA, 1, True),
+])
+def test_cuda_graphs_default_on_where_they_can_run(options, device, world, expected) -> None:
+    assert use_cuda_graphs(TrainConfig(**options), device, world) is expected
 
 
 @pytest.mark.parametrize("text", ["grad_checkpoint = 1\n", 'cuda_graphs = "yes"\n', "compile = 0\n"])

@@ -89,7 +89,7 @@ def train(
     seed: int = typer.Option(0, "--seed", help="Seed of the weights and the data order."),
     workers: Optional[int] = typer.Option(None, "--workers", help="DataLoader worker processes (default: 4 on CUDA, 0 on CPU).", show_default=False),
     grad_checkpoint: bool = typer.Option(False, "--grad-checkpoint/--no-grad-checkpoint", help="Keep only each frame's inputs and state and recompute the rest in backward: far less memory for one extra forward pass; same maths."),
-    cuda_graphs: bool = typer.Option(False, "--cuda-graphs/--no-cuda-graphs", help="Capture the model's forward and backward once as CUDA graphs and replay them for every full-size batch (one CUDA GPU, one process): far fewer kernel launches; same maths."),
+    cuda_graphs: Optional[bool] = typer.Option(None, "--cuda-graphs/--no-cuda-graphs", help="Capture the model's forward and backward once as CUDA graphs and replay them for every full-size batch: far fewer kernel launches; same maths (default: on where they can run: one CUDA GPU, one process, no --compile).", show_default=False),
     compile: bool = typer.Option(False, "--compile/--no-compile", help="Run the model's forward through torch.compile (default mode; the first full-size batch compiles, which takes minutes; not with --cuda-graphs): fused kernels, fewer launches; same maths up to float rounding."),
     config: Optional[Path] = typer.Option(None, "--config", help="TOML file with any of these options (e.g. epochs = 30); options given here win.", show_default=False),
     resume: bool = typer.Option(False, "--resume", help="Continue the run in --output from its last.pt."),

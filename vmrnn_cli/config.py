@@ -25,8 +25,9 @@ class TrainConfig:
     """Everything that defines a training run; the same names as the `vmrnn train` options and TOML keys.
 
     depths/patch_size of None mean the architecture's default (see ARCH_DEFAULTS); workers of None
-    means 4 DataLoader workers on CUDA and 0 (load in the main process) on CPU. grad_checkpoint,
-    cuda_graphs and compile change how a step runs (memory, speed), not what it computes.
+    means 4 DataLoader workers on CUDA and 0 (load in the main process) on CPU; cuda_graphs of None means
+    on where they can run (one CUDA GPU, one process, no compile). grad_checkpoint, cuda_graphs and compile
+    change how a step runs (memory, speed), not what it computes.
     """
 
     arch: str = "vmrnn-b"
@@ -40,7 +41,7 @@ class TrainConfig:
     seed: int = 0
     workers: int | None = None
     grad_checkpoint: bool = False
-    cuda_graphs: bool = False
+    cuda_graphs: bool | None = None
     compile: bool = False
 
     def validate(self, source: str) -> TrainConfig:
@@ -65,7 +66,7 @@ class TrainConfig:
             raise VmrnnError(f"{source}: workers must be an integer >= 0, got {self.workers!r}")
         for name, value in (("grad_checkpoint", self.grad_checkpoint), ("cuda_graphs", self.cuda_graphs),
                             ("compile", self.compile)):
-            if not isinstance(value, bool):
+            if not isinstance(value, bool) and not (name == "cuda_graphs" and value is None):
                 raise VmrnnError(f"{source}: {name} must be true or false, got {value!r}")
         return TrainConfig(**{**asdict(self), "depths": depths, "patch_size": patch, "lr": float(self.lr)})
 

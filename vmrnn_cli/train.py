@@ -3,8 +3,8 @@
 One process trains on one device; under `torchrun --nproc-per-node N` every process trains on its
 share of the windows (DistributedSampler) and rank 0 alone writes the run directory. Options that
 only change how a step runs: per-frame activation checkpointing (memory), the model's forward through
-torch.compile (speed) and, on one CUDA GPU, the model's forward and backward captured once as CUDA
-graphs and replayed every full-size step (speed).
+torch.compile (speed) and, on one CUDA GPU (by default there), the model's forward and backward captured
+once as CUDA graphs and replayed every full-size step (speed).
 """
 
 from __future__ import annotations
@@ -216,6 +216,24 @@ def compiled_forward(model: nn.Module, shape: tuple[int, ...], horizon: int) -> 
     return dispatch_to_graph(lambda frames: compiled(frames, horizon), model, shape, horizon)
 
 
+def use_cuda_graphs(config: TrainConfig, device: torch.device, world: int) -> bool:
+    """Whether steps run as CUDA graphs: as --cuda-graphs/--no-cuda-graphs say, else wherever they can (one CUDA
+    GPU, one process, no --compile: several times fewer kernel launches). An explicit --cuda-graphs that cannot
+    run is an error."""
+    if config.cuda_graphs is None:
+        return device.type == "cuda" and world == 1 and not config.compile
+    if config.cuda_graphs and config.compile:
+        raise VmrnnError("--compile: cannot be combined with --cuda-graphs, which captures the uncompiled model "
+                         "(pick one; on --resume pass --no-cuda-graphs or --no-compile)")
+    if config.cuda_graphs and world > 1:
+        raise VmrnnError(f"--cuda-graphs: works in a single process only, not under torchrun with {world} "
+                         "processes (drop the option; on --resume pass --no-cuda-graphs)")
+    if config.cuda_graphs and device.type != "cuda":
+        raise VmrnnError("--cuda-graphs: training runs on the CPU here and CUDA graphs need a CUDA GPU "
+                         "(drop the option; on --resume pass --no-cuda-graphs)")
+    return config.cuda_graphs
+
+
 def _check_new_run(run_dir: Path, overwrite: bool) -> None:
     """Refuse to start over an existing run unless --overwrite (then its files are replaced)."""
     existing = [name for name in RUN_FILES if (run_dir / name).exists()]
@@ -317,29 +335,21 @@ def train(cube_path: Path, run_dir: Path, config_file: Path | None = None, given
         raise VmrnnError(f"{cube_path}: no training windows (prepare it with a longer train split or smaller "
                          "--patch-size)")
     device = pick_device(config.device, ranks.local_rank)
-    if config.compile and config.cuda_graphs:
-        raise VmrnnError("--compile: cannot be combined with --cuda-graphs, which captures the uncompiled model "
-                         "(pick one; on --resume pass --no-cuda-graphs or --no-compile)")
-    if config.cuda_graphs and ranks.world > 1:
-        raise VmrnnError(f"--cuda-graphs: works in a single process only, not under torchrun with {ranks.world} "
-                         "processes (drop the option; on --resume pass --no-cuda-graphs)")
-    if config.cuda_graphs and device.type != "cuda":
-        raise VmrnnError("--cuda-graphs: training runs on the CPU here and CUDA graphs need a CUDA GPU "
-                         "(drop the option; on --resume pass --no-cuda-graphs)")
+    graphs = use_cuda_graphs(config, device, ranks.world)
     workers = config.workers if config.workers is not None else (4 if device.type == "cuda" else 0)
     if ranks.world > 1:
         if device.type == "cuda":
             torch.cuda.set_device(device)
         dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
     try:
-        return _train(cube, run_dir, config, geo, ckpt, ranks, device, workers, train_set, val_set)
+        return _train(cube, run_dir, config, geo, ckpt, ranks, device, graphs, workers, train_set, val_set)
     finally:
         if ranks.world > 1:
             dist.destroy_process_group()
 
 
 def _train(cube: Cube, run_dir: Path, config: TrainConfig, geo: dict[str, Any], ckpt: Checkpoint | None,
-           ranks: Ranks, device: torch.device, workers: int, train_set: WindowDataset,
+           ranks: Ranks, device: torch.device, graphs: bool, workers: int, train_set: WindowDataset,
            val_set: WindowDataset) -> list[Path]:
     torch.manual_seed(config.seed)
     net = build_network(config.model_config(), len(cube.band_names), cube.patch_size).to(device)
@@ -379,7 +389,7 @@ def _train(cube: Cube, run_dir: Path, config: TrainConfig, geo: dict[str, Any], 
         _log(ranks, f"{run_dir}: training already finished ({config.epochs} epochs)")
         return written
     modes = [name for name, on in (("per-frame activation checkpointing", config.grad_checkpoint),
-                                   ("CUDA graphs", config.cuda_graphs),
+                                   ("CUDA graphs", graphs),
                                    ("torch.compile (the first full batch compiles)", config.compile)) if on]
     _log(ranks, f"training {config.arch} on {device} ({ranks.world} process(es))"
                 + "".join(f", {mode}" for mode in modes) + f": {len(train_set)} train / "
@@ -387,7 +397,7 @@ def _train(cube: Cube, run_dir: Path, config: TrainConfig, geo: dict[str, Any], 
                 + ("" if len(val_set) else "; no validation windows, best.pt follows the training loss"))
     forward: Callable[[Tensor, int], Tensor] = model
     shape = (config.batch_size, cube.input_frames, len(cube.band_names), cube.patch_size, cube.patch_size)
-    if config.cuda_graphs:
+    if graphs:
         capture_started = time.perf_counter()
         forward = graphed_forward(net, shape, cube.output_frames, device, bf16=True)  # as _forward_loss on CUDA
         _log(ranks, f"captured the training step as CUDA graphs in {time.perf_counter() - capture_started:.1f} s")
