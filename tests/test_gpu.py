@@ -6,6 +6,7 @@ tests/test_train_modes.py checks the CUDA-graph dispatch and wiring with plain c
 """
 
 import csv
+import json
 import math
 
 import numpy as np
@@ -19,6 +20,7 @@ from vmrnn_cli import synthetic
 from vmrnn_cli.cube import open_cube
 from vmrnn_cli.dataset import WindowDataset
 from vmrnn_cli.loss import masked_sse
+from vmrnn_cli.predict import MAX_GPU_BATCH
 from vmrnn_cli.prepare import prepare
 from vmrnn_cli.train import graphed_forward
 
@@ -58,6 +60,19 @@ def test_train_and_predict_on_cuda(cli, tmp_path) -> None:
             data = src.read(1, masked=True)
         assert data.count() > 0.5 * data.size
         assert np.isfinite(data.compressed()).all()
+
+    auto = tmp_path / "forecast_auto"  # no --batch-size: as many tiles per pass as fit (here the cap), same forecast
+    code, stdout, err = cli(["predict", "-m", run, "--horizon", "3", *tifs[-3:], "-o", auto, "--device", "cuda",
+                             "--json"])
+    assert code == 0, err
+    summary = json.loads(stdout)
+    assert 4 < summary["batch_size"] <= MAX_GPU_BATCH
+    for path, again in zip(paths, summary["paths"]):
+        with rasterio.open(path) as src_a, rasterio.open(again) as src_b:
+            a, b = src_a.read(1, masked=True), src_b.read(1, masked=True)
+        assert (a.mask == b.mask).all()
+        # bf16 matmuls may round differently for another batch shape; the blend is the same
+        assert np.abs(b - a).mean() <= 1e-2 * np.abs(a).mean()
 
 
 @pytest.mark.parametrize("grad_checkpoint", [False, True], ids=["plain", "grad-checkpoint"])

@@ -16,7 +16,7 @@ from rio_cogeo.cogeo import cog_validate
 
 from vmrnn_cli import synthetic
 from vmrnn_cli.io.readers import read_rasters
-from vmrnn_cli.predict import valid_times
+from vmrnn_cli.predict import CPU_BATCH, MAX_GPU_BATCH, batch_for_memory, valid_times
 
 
 def last_time(tifs) -> pd.Timestamp:
@@ -65,6 +65,7 @@ def test_json_summary_and_context(cli, tiny_run, tmp_path) -> None:
     assert summary["paths"] == [str(p) for p in sorted(out.iterdir())] and len(summary["paths"]) == 1
     assert (summary["horizon"], summary["context"], summary["format"]) == (1, 2, "cog")
     assert summary["crs"] == "EPSG:32633" and summary["shape"] == [1, 20, 24] and summary["tiles"] == 4
+    assert summary["batch_size"] == CPU_BATCH  # not given: the CPU's default (GPU: tests/test_gpu.py)
     assert summary["reference_time"] == last_time(tiny_run.tifs).isoformat()
 
 
@@ -100,6 +101,18 @@ def test_zarr_forecast_from_a_noleap_netcdf(cli, tmp_path) -> None:
     assert [t.isoformat() for t in ds["time"].values] == ["2024-07-12T00:00:00", "2024-07-28T00:00:00"]
     assert ds["time"].values[0] - last == pd.Timedelta(days=16)
     assert ds["time"].values[0].calendar == "noleap"
+
+
+@pytest.mark.parametrize("per_tile, free, expected", [
+    (2**20, 100 * 2**20, 50),  # half of the free memory, a whole number of tiles
+    (3 * 2**20, 100 * 2**20, 16),
+    (2**20, 2**40, MAX_GPU_BATCH),  # capped: the rollout is compute-bound long before
+    (2**30, 2**20, 1),  # one tile even when it looks too big: forecasting one at a time is the floor
+    (0.0, 2**30, MAX_GPU_BATCH),
+    (2**20, -2**20, 1),  # the forecast canvas took more than was free
+])
+def test_batch_for_memory(per_tile: float, free: int, expected: int) -> None:
+    assert batch_for_memory(per_tile, free) == expected
 
 
 def test_valid_times_follow_the_calendar() -> None:

@@ -126,7 +126,7 @@ def predict(
     bands: Optional[str] = typer.Option(None, "--bands", help="Bands to use, 1-based, comma-separated, as given to prepare (default: all)."),
     context: Optional[int] = typer.Option(None, "--context", help="Latest frames fed to the model (default: the model's input frames).", show_default=False),
     overlap: Optional[int] = typer.Option(None, "--overlap", help="Overlap of neighbouring tiles in pixels (default: a quarter of the training patch).", show_default=False),
-    batch_size: int = typer.Option(16, "--batch-size", help="Tiles per forward pass."),
+    batch_size: Optional[int] = typer.Option(None, "--batch-size", help="Tiles per forward pass (default: on a GPU as many as fit in half its free memory, up to 1024; 16 on the CPU).", show_default=False),
     device: Literal["auto", "cpu", "cuda"] = typer.Option("auto", "--device", help="auto: CUDA when there is a GPU, else CPU."),
     fmt: Optional[Literal["cog", "netcdf", "zarr"]] = typer.Option(None, "--format", help="Output format (default: netcdf for .nc, zarr for .zarr, else a directory of COGs).", show_default=False),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing output."),

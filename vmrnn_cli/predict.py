@@ -19,9 +19,13 @@ from vmrnn_cli.checkpoint import Checkpoint, load_checkpoint
 from vmrnn_cli.errors import VmrnnError
 from vmrnn_cli.io.readers import describe_inputs, read_rasters
 from vmrnn_cli.io.writers import FORMATS, get_writer, infer_format, iso_time
-from vmrnn_cli.tiling import fits_on, forecast_tiled, tile_starts
+from vmrnn_cli.tiling import fits_on, forecast_tiled, free_memory, tile_starts
 from vmrnn_cli.train import pick_device
 
+CPU_BATCH = 16  # tiles per forward pass on the CPU when --batch-size is not given
+MAX_GPU_BATCH = 1024  # from ~256 tiles of 64 px on, an H100's rollout is compute-bound (benchmarks/RESULTS.md)
+BATCH_SHARE = 0.5  # the share of a GPU's free memory one batch of tiles may take while it is forecast
+PROBE_TILES = 4  # tiles of the rollout that measures the memory one tile takes
 
 @dataclass
 class PredictSummary:
@@ -37,6 +41,7 @@ class PredictSummary:
     crs: str
     shape: tuple[int, int, int]
     tiles: int
+    batch_size: int
 
     def as_json(self) -> dict[str, Any]:
         return {**self.__dict__, "paths": [str(p) for p in self.paths], "checkpoint": str(self.checkpoint),
@@ -84,12 +89,15 @@ def predict(
     bands: list[int] | None = None,
     context: int | None = None,
     overlap: int | None = None,
-    batch_size: int = 16,
+    batch_size: int | None = None,
     device: str = "auto",
     fmt: str | None = None,
     overwrite: bool = False,
 ) -> PredictSummary:
-    """Forecast `horizon` frames after the last `context` frames of `inputs` and write them to `output`."""
+    """Forecast `horizon` frames after the last `context` frames of `inputs` and write them to `output`.
+
+    `batch_size` tiles go through the model at once; None picks it (`auto_batch_size`).
+    """
     output = Path(output)
     if horizon < 1:
         raise VmrnnError(f"--horizon {horizon}: must be at least 1")
@@ -106,7 +114,7 @@ def predict(
         raise VmrnnError(f"--context {context}: must be at least 1")
     if not 0 <= overlap < tile:
         raise VmrnnError(f"--overlap {overlap}: must be between 0 and {tile - 1} (the tile is {tile} pixels)")
-    if batch_size < 1:
+    if batch_size is not None and batch_size < 1:
         raise VmrnnError(f"--batch-size {batch_size}: must be at least 1")
     source = describe_inputs(inputs)
     da = read_rasters(inputs, var=var, time_format=time_format, bands=bands)
@@ -121,7 +129,7 @@ def predict(
     scene = scene_on(frames, horizon, dev)
     if scene.isnan().all():
         raise VmrnnError(f"{source}: the last {context} frames hold no valid pixel")
-    forecast = _forecast(ckpt, scene, horizon, tile, overlap, batch_size, dev)
+    forecast, batch_size = _forecast(ckpt, scene, horizon, tile, overlap, batch_size, dev)
     times = valid_times(da["time"].values, horizon, geo["time_step_seconds"])
     result = xr.DataArray(forecast, dims=("time", "band", "y", "x"),
                           coords={"time": times, "band": geo["band_names"], "y": da["y"].values, "x": da["x"].values})
@@ -136,6 +144,7 @@ def predict(
         reference_time=iso_time(reference), valid_times=[iso_time(t) for t in times], crs=da.rio.crs.to_string(),
         shape=(len(geo["band_names"]), height, width),
         tiles=len(tile_starts(max(height, tile), tile, overlap)) * len(tile_starts(max(width, tile), tile, overlap)),
+        batch_size=batch_size,
     )
 
 
@@ -145,9 +154,10 @@ def scene_on(frames: np.ndarray, horizon: int, device: torch.device) -> torch.Te
     return torch.tensor(frames, device=device if fits_on(device, nbytes) else torch.device("cpu"))
 
 
-def _forecast(ckpt: Checkpoint, scene: torch.Tensor, horizon: int, tile: int, overlap: int, batch_size: int,
-              device: torch.device) -> np.ndarray:
-    """Normalise, roll the model out tile by tile, blend, de-normalise: (horizon, band, y, x) float32.
+def _forecast(ckpt: Checkpoint, scene: torch.Tensor, horizon: int, tile: int, overlap: int, batch_size: int | None,
+              device: torch.device) -> tuple[np.ndarray, int]:
+    """Normalise, roll the model out tile by tile, blend, de-normalise: (horizon, band, y, x) float32, and the
+    tiles per batch used (`batch_size`, or `auto_batch_size`'s when None).
 
     All on the device `scene` (physical units, NaN for nodata, overwritten) is on, the model on `device`;
     pixels that are NaN in every context frame come out NaN. Only the result goes back to the host.
@@ -157,10 +167,34 @@ def _forecast(ckpt: Checkpoint, scene: torch.Tensor, horizon: int, tile: int, ov
     nodata = scene.isnan().all(dim=0)
     scene.sub_(mean).div_(std).nan_to_num_()
     net = ckpt.build_model().to(device).eval()
+    if batch_size is None:
+        canvas = horizon * scene[0].numel() * 4 if scene.device.type == "cuda" else 0  # forecast_tiled's, made later
+        batch_size = auto_batch_size(net, (*scene.shape[:2], tile, tile), horizon, device, canvas)
     out = forecast_tiled(lambda tiles: rollout_on_device(net, tiles, horizon, device), scene, tile, overlap,
                          batch_size)
     out.mul_(std).add_(mean).masked_fill_(nodata, float("nan"))
-    return out.cpu().numpy()
+    return out.cpu().numpy(), batch_size
+
+
+def batch_for_memory(per_tile: float, free: int) -> int:
+    """Tiles per batch that fit in BATCH_SHARE of `free` bytes at `per_tile` bytes each, from 1 to MAX_GPU_BATCH."""
+    return max(1, min(MAX_GPU_BATCH, int(BATCH_SHARE * free / max(per_tile, 1.0))))
+
+
+def auto_batch_size(net: torch.nn.Module, tile_shape: tuple[int, ...], horizon: int, device: torch.device,
+                    reserve: int) -> int:
+    """Tiles per forward pass when none is given: CPU_BATCH on the CPU; on a GPU, as many as fit in BATCH_SHARE of
+    its free memory less `reserve` bytes (allocated later), by the peak memory of a rollout of PROBE_TILES tiles
+    of `tile_shape` (T, C, tile, tile)."""
+    if device.type != "cuda":
+        return CPU_BATCH
+    probe = torch.zeros(PROBE_TILES, *tile_shape, device=device)
+    torch.cuda.synchronize(device)
+    before = torch.cuda.memory_allocated(device)
+    torch.cuda.reset_peak_memory_stats(device)
+    rollout_on_device(net, probe, horizon, device)
+    per_tile = (torch.cuda.max_memory_allocated(device) - before) / PROBE_TILES
+    return batch_for_memory(per_tile, free_memory(device) - reserve)
 
 
 def rollout_on_device(net: torch.nn.Module, frames: torch.Tensor, horizon: int,

@@ -43,13 +43,15 @@ def coverage(size: int, tile: int, overlap: int) -> np.ndarray:
     return total
 
 
+def free_memory(device: torch.device) -> int:
+    """Bytes a CUDA device can still give PyTorch: the driver's free memory plus PyTorch's cached, unused blocks."""
+    free, _ = torch.cuda.mem_get_info(device)
+    return free + torch.cuda.memory_reserved(device) - torch.cuda.memory_allocated(device)
+
+
 def fits_on(device: torch.device, nbytes: int) -> bool:
     """Whether `nbytes` fit in FREE_SHARE of a CUDA device's free memory (anything else: yes)."""
-    if device.type != "cuda":
-        return True
-    free, _ = torch.cuda.mem_get_info(device)
-    cached = torch.cuda.memory_reserved(device) - torch.cuda.memory_allocated(device)  # free to PyTorch, not the driver
-    return nbytes <= FREE_SHARE * (free + cached)
+    return device.type != "cuda" or nbytes <= FREE_SHARE * free_memory(device)
 
 
 def _padded(frames: torch.Tensor, tile: int) -> torch.Tensor:
