@@ -5,7 +5,8 @@ depth 12, token patch 4, 64-px windows) is written for that grid, and 10 single-
 Then timed: the pure GPU rollout on a batch of tiles already on the GPU, `read_rasters`, the tiled forecast alone
 (`predict.scene_on` + `predict._forecast`: scene to the GPU, normalising, tiling, rollout and blending there,
 the result back, up to --split-max), and `vmrnn_cli.predict.predict` end to end (read + tiled forecast + 10 COGs)
-with its default tile batch (as `vmrnn predict` runs without --batch-size), with the time its COG writer took. A size whose estimate exceeds the time left is extrapolated.
+with its default tile batch (as `vmrnn predict` runs without --batch-size), with the time its COG writer took.
+A size whose estimate exceeds the time left is extrapolated.
 
     python3 benchmarks/gpu_predict.py --sizes 2048 10980 --batch-sizes 256 1024 2048 --budget-s 500
 """
@@ -125,8 +126,9 @@ def main() -> None:
     for b, rate in rates.items():
         print(f"pure rollout, batch {b}: {rate:.1f} tiles/s", flush=True)
     batch = max(rates, key=rates.get)
-    print("| scene | tiles | write inputs (untimed) s | read s | tiled forecast alone s | predict end to end s (tiles per batch) "
-          "| of which COG writes s | MP/s end to end | GPU-rollout-only estimate s |", flush=True)
+    print("| scene | tiles | write inputs (untimed) s | read s | tiled forecast alone s "
+          "| predict end to end s (tiles per batch) | of which COG writes s | MP/s end to end "
+          "| GPU-rollout-only estimate s |", flush=True)
     print("|---|---|---|---|---|---|---|---|---|", flush=True)
     last: tuple[int, float, float] | None = None
     for size in args.sizes:
@@ -164,7 +166,7 @@ def main() -> None:
         del frames
         torch.cuda.synchronize()
         start = time.perf_counter()
-        summary = predict(ckpt_path, paths, run / "forecast", HORIZON, device="cuda")  # the default batch, as users run it
+        summary = predict(ckpt_path, paths, run / "forecast", HORIZON, device="cuda")  # default batch, as users run it
         total = time.perf_counter() - start
         assert len(summary.paths) == HORIZON
         print(f"| {size}x{size} | {summary.tiles} | {write_s:.1f} | {read_s:.1f} | {tiled} | {total:.1f} "

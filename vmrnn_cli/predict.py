@@ -27,6 +27,7 @@ MAX_GPU_BATCH = 1024  # from ~256 tiles of 64 px on, an H100's rollout is comput
 BATCH_SHARE = 0.5  # the share of a GPU's free memory one batch of tiles may take while it is forecast
 PROBE_TILES = 4  # tiles of the rollout that measures the memory one tile takes
 
+
 @dataclass
 class PredictSummary:
     """What `predict` wrote, for stdout (paths) and `--json`."""
