@@ -29,6 +29,19 @@ def cross_merge(y: Tensor, height: int, width: int) -> Tensor:
     return (rows + cols).permute(0, 2, 3, 1)
 
 
+def dt_projection(dts: Tensor, weight: Tensor) -> Tensor:
+    """Each direction's low-rank dt (b, H, W, 4, r) through its own (d, r) matrix of `weight` (4, d, r).
+
+    Without gradients, one matmul against the block-diagonal (4r, 4d) matrix: the result is (b, H, W, 4, d)
+    contiguous, the layout the fused scan reads (the einsum returns it direction-major, and the scan copies it).
+    With gradients, the einsum: its backward is the cheaper one (benchmarks/RESULTS.md, run 20).
+    """
+    if torch.is_grad_enabled():
+        return torch.einsum("bhwkr,kdr->bhwkd", dts, weight)
+    grid = dts.shape[:3]
+    return (dts.reshape(*grid, -1) @ torch.block_diag(*weight.transpose(1, 2))).view(*grid, *weight.shape[:2])
+
+
 def ss2d_scan_plain(u: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Tensor, D: Tensor, delta_bias: Tensor,
                     backend: str = "reference") -> Tensor:
     """SS2D's four directional scans by copying the grid into scan order, any scan backend, and merging back.
@@ -105,7 +118,7 @@ class SS2D(nn.Module):
         x = F.silu(self.conv2d(x.permute(0, 3, 1, 2))).permute(0, 2, 3, 1)  # (b, H, W, d_inner)
         x_dbl = torch.einsum("bhwd,kcd->bhwkc", x, self.x_proj_weight)  # each direction's dt, B, C per token
         dts, Bs, Cs = torch.split(x_dbl, [self.dt_rank, self.d_state, self.d_state], dim=-1)
-        dts = torch.einsum("bhwkr,kdr->bhwkd", dts, self.dt_projs_weight)
+        dts = dt_projection(dts, self.dt_projs_weight)
         y = ss2d_scan(x, dts, -torch.exp(self.A_logs.float()), Bs, Cs, self.Ds, self.dt_projs_bias.view(-1),
                       backend=self.scan_backend)
         y = self.out_norm(y).to(z.dtype) * F.silu(z)

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from models import VMRNN_B, VMRNN_D, build_model
-from models.ss2d import cross_merge, to_scan_order
+from models.ss2d import cross_merge, dt_projection, to_scan_order
 
 TINY = {
     "vmrnn-b": dict(patch_size=4, embed_dim=16, depths=2),
@@ -71,6 +71,19 @@ def test_scan_backends_agree_inside_model():
                 module.scan_backend = "reference"
         slow = model(frames, horizon=1)
     assert torch.allclose(fast, slow, rtol=1e-4, atol=1e-5)
+
+
+def test_dt_projection_is_each_directions_own_and_contiguous_in_inference():
+    x_dbl = torch.randn(2, 3, 5, 4, 8 + 2 * 4, requires_grad=True)  # dt is a strided slice of x_dbl, as in SS2D
+    weight = torch.randn(4, 6, 8, requires_grad=True)
+    want = torch.einsum("bhwkr,kdr->bhwkd", x_dbl[..., :8], weight)
+    with torch.no_grad():
+        fast = dt_projection(x_dbl[..., :8], weight)
+    assert fast.is_contiguous() and fast.shape == (2, 3, 5, 4, 6)
+    torch.testing.assert_close(fast, want.detach())
+    trained = dt_projection(x_dbl[..., :8], weight)
+    torch.testing.assert_close(trained, want)
+    assert trained.requires_grad
 
 
 def test_scan_order_round_trip():
