@@ -48,26 +48,45 @@ def _position(step, direction, H, W, L):
     return tl.where(direction % 2 == 1, (t % H) * W + t // H, t)
 
 
+@triton.jit
+def _step_at(step, k, H, W, L, mask_d, mask_n):
+    """Grid index of direction k's step-th token, and the channel and state masks, off past the last token."""
+    p = _position(step, k, H, W, L)
+    valid_d = mask_d & (tl.full(mask_d.shape, step, tl.int32) < L)
+    valid_n = mask_n & (tl.full(mask_n.shape, step, tl.int32) < L)
+    return p, valid_d, valid_n
+
+
+@triton.jit
+def _program_block(dim, N, BLOCK_D: tl.constexpr, BLOCK_N: tl.constexpr):
+    """This program's batch element b and direction k, its channel and state offsets with their masks, and its
+    channels' indices among the 4 * dim direction-major parameters (A's rows, D, delta_bias)."""
+    b = tl.program_id(1) // 4
+    k = tl.program_id(1) % 4
+    offs_d = tl.program_id(0) * BLOCK_D + tl.arange(0, BLOCK_D)
+    offs_n = tl.arange(0, BLOCK_N)
+    return b, k, offs_d, offs_n, offs_d < dim, offs_n < N, k * dim + offs_d
+
+
+@triton.jit
+def _bias_and_D(bias_ptr, D_ptr, channel, mask_d):
+    """delta_bias and D of the program's channels, float32."""
+    bias = tl.load(bias_ptr + channel, mask=mask_d, other=0.0).to(tl.float32)
+    Dv = tl.load(D_ptr + channel, mask=mask_d, other=0.0).to(tl.float32)
+    return bias, Dv
+
+
 @triton.jit(do_not_specialize=["dim"])  # unknown alignment keeps one channel per lane
 def _ss2d_fwd_kernel(
     u_ptr, delta_ptr, At_ptr, B_ptr, C_ptr, D_ptr, bias_ptr, out_ptr, hstart_ptr,
     dim, H, W, N, n_chunks, bc_stride_b, bc_stride_l, bc_stride_k,
     STORE_STATES: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_N: tl.constexpr, CHUNK: tl.constexpr,
 ):
-    pid_d = tl.program_id(0)
-    b = tl.program_id(1) // 4
-    k = tl.program_id(1) % 4
+    b, k, offs_d, offs_n, mask_d, mask_n, channel = _program_block(dim, N, BLOCK_D, BLOCK_N)
     L = H * W
-    offs_d = pid_d * BLOCK_D + tl.arange(0, BLOCK_D)
-    offs_n = tl.arange(0, BLOCK_N)
-    mask_d = offs_d < dim
-    mask_n = offs_n < N
-    channel = k * dim + offs_d
-
     A2 = tl.load(At_ptr + channel[:, None] + offs_n[None, :] * 4 * dim, mask=mask_d[:, None] & mask_n[None, :],
                  other=0.0).to(tl.float32) * LOG2E
-    bias = tl.load(bias_ptr + channel, mask=mask_d, other=0.0).to(tl.float32)
-    Dv = tl.load(D_ptr + channel, mask=mask_d, other=0.0).to(tl.float32)
+    bias, Dv = _bias_and_D(bias_ptr, D_ptr, channel, mask_d)
 
     u_row = u_ptr + b * L * dim + offs_d  # u (b, L, dim)
     dk_row = (b * L * 4 + k) * dim + offs_d  # delta and out (b, L, 4, dim)
@@ -79,9 +98,7 @@ def _ss2d_fwd_kernel(
             tl.store(hstart_ptr + hs_offs + c * dim * N, h, mask=mask_d[:, None] & mask_n[None, :])
         for j in tl.static_range(CHUNK):
             step = c * CHUNK + j
-            p = _position(step, k, H, W, L)
-            valid = mask_d & (tl.full(mask_d.shape, step, tl.int32) < L)
-            valid_n = mask_n & (tl.full(mask_n.shape, step, tl.int32) < L)
+            p, valid, valid_n = _step_at(step, k, H, W, L, mask_d, mask_n)
             u = tl.load(u_row + p * dim, mask=valid, other=0.0).to(tl.float32)
             dt = _softplus(tl.load(delta_ptr + dk_row + p * 4 * dim, mask=valid, other=0.0).to(tl.float32) + bias)
             dt = tl.where(valid, dt, 0.0)
@@ -104,29 +121,21 @@ def _ss2d_bwd_sequential_kernel(
     dB and dC are summed over this program's channels and written per channel block (the caller sums
     the blocks); dA, dD and dbias are written per batch element. No atomics.
     """
-    pid_d = tl.program_id(0)
-    b = tl.program_id(1) // 4
-    k = tl.program_id(1) % 4
+    b, k, offs_d, offs_n, mask_d, mask_n, channel = _program_block(dim, N, BLOCK_D, BLOCK_N)
     batch = tl.num_programs(1) // 4
     L = H * W
-    offs_d = pid_d * BLOCK_D + tl.arange(0, BLOCK_D)
-    offs_n = tl.arange(0, BLOCK_N)
-    mask_d = offs_d < dim
-    mask_n = offs_n < N
     mask_dn = mask_d[:, None] & mask_n[None, :]
-    channel = k * dim + offs_d
     dn_offs = channel[:, None] * N + offs_n[None, :]
     A = tl.load(A_ptr + dn_offs, mask=mask_dn, other=0.0).to(tl.float32)
     A2 = A * LOG2E
-    bias = tl.load(bias_ptr + channel, mask=mask_d, other=0.0).to(tl.float32)
-    Dv = tl.load(D_ptr + channel, mask=mask_d, other=0.0).to(tl.float32)
+    bias, Dv = _bias_and_D(bias_ptr, D_ptr, channel, mask_d)
 
     hs_offs = ((b * 4 + k) * n_chunks * dim + offs_d)[:, None] * N + offs_n[None, :]  # (b, 4, n_chunks, dim, N)
     u_row = u_ptr + b * L * dim + offs_d
     dy_row = dout_ptr + b * L * dim + offs_d
     dk_row = (b * L * 4 + k) * dim + offs_d
     bc_row = b * bc_stride_b + k * bc_stride_k + offs_n
-    part_row = ((pid_d * batch + b) * L * 4 + k) * N + offs_n  # dB, dC (channel blocks, b, L, 4, N)
+    part_row = ((tl.program_id(0) * batch + b) * L * 4 + k) * N + offs_n  # dB, dC (channel blocks, b, L, 4, N)
     carry = tl.zeros([BLOCK_D, BLOCK_N], dtype=tl.float32)  # exp(dt A) dL/dh of the step after
     dA_acc = tl.zeros([BLOCK_D, BLOCK_N], dtype=tl.float32)
     dD_acc = tl.zeros([BLOCK_D], dtype=tl.float32)
@@ -139,9 +148,7 @@ def _ss2d_bwd_sequential_kernel(
         raws = ()
         for j in tl.static_range(CHUNK):
             step = c * CHUNK + j
-            p = _position(step, k, H, W, L)
-            valid = mask_d & (tl.full(mask_d.shape, step, tl.int32) < L)
-            valid_n = mask_n & (tl.full(mask_n.shape, step, tl.int32) < L)
+            p, valid, valid_n = _step_at(step, k, H, W, L, mask_d, mask_n)
             u = tl.load(u_row + p * dim, mask=valid, other=0.0).to(tl.float32)
             raw = tl.load(delta_ptr + dk_row + p * 4 * dim, mask=valid, other=0.0).to(tl.float32) + bias
             dt = tl.where(valid, _softplus(raw), 0.0)
@@ -152,9 +159,7 @@ def _ss2d_bwd_sequential_kernel(
             raws = raws + (raw,)
         for j in tl.static_range(CHUNK - 1, -1, -1):
             step = c * CHUNK + j
-            p = _position(step, k, H, W, L)
-            valid = mask_d & (tl.full(mask_d.shape, step, tl.int32) < L)
-            valid_n = mask_n & (tl.full(mask_n.shape, step, tl.int32) < L)
+            p, valid, valid_n = _step_at(step, k, H, W, L, mask_d, mask_n)
             u = us[j]
             raw = raws[j]
             dt = tl.where(valid, _softplus(raw), 0.0)
@@ -182,7 +187,6 @@ def _ss2d_bwd_sequential_kernel(
     tl.store(dbias_ptr + b * 4 * dim + channel, dbias_acc, mask=mask_d)
 
 
-
 @triton.jit
 def _ss2d_bwd_parallel_kernel(
     u_ptr, delta_ptr, A_ptr, B_ptr, C_ptr, D_ptr, bias_ptr, hstart_ptr, dout_ptr,
@@ -190,23 +194,14 @@ def _ss2d_bwd_parallel_kernel(
     dim, H, W, N, n_chunks, bc_stride_b, bc_stride_l, bc_stride_k,
     BLOCK_D: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_L: tl.constexpr,
 ):
-    pid_d = tl.program_id(0)
-    b = tl.program_id(1) // 4
-    k = tl.program_id(1) % 4
+    b, k, offs_d, offs_n, mask_d, mask_n, channel = _program_block(dim, N, BLOCK_D, BLOCK_N)
     L = H * W
-    offs_d = pid_d * BLOCK_D + tl.arange(0, BLOCK_D)
-    offs_n = tl.arange(0, BLOCK_N)
     offs_l = tl.arange(0, BLOCK_L)
-    mask_d = offs_d < dim
-    mask_n = offs_n < N
     mask_dn = mask_d[:, None] & mask_n[None, :]
-    channel = k * dim + offs_d
-
     dn_offs = channel[:, None] * N + offs_n[None, :]
     A = tl.load(A_ptr + dn_offs, mask=mask_dn, other=0.0).to(tl.float32)
     A2 = A * LOG2E
-    bias = tl.load(bias_ptr + channel, mask=mask_d, other=0.0).to(tl.float32)
-    Dv = tl.load(D_ptr + channel, mask=mask_d, other=0.0).to(tl.float32)
+    bias, Dv = _bias_and_D(bias_ptr, D_ptr, channel, mask_d)
 
     hs_offs = ((b * 4 + k) * n_chunks * N + offs_n)[None, :] * dim + offs_d[:, None]
     first = (offs_l == 0)[None, None, :]
