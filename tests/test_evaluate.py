@@ -10,8 +10,10 @@ import pytest
 import torch
 
 from vmrnn_cli.checkpoint import load_checkpoint
+from vmrnn_cli import evaluate as evaluate_module
 from vmrnn_cli.cube import open_cube
 from vmrnn_cli.evaluate import evaluate
+from vmrnn_cli.predict import CPU_BATCH
 
 SCORES = {"mse", "mae", "rmse", "ssim", "psnr"}
 METHODS = ("model", "persistence", "climatology")
@@ -47,6 +49,7 @@ def test_json_schema(evaluated):
             assert all(isinstance(v, float) for v in data[method][score])
     assert data["skill"] == pytest.approx([1 - m / p for m, p in zip(data["model"]["mse"], data["persistence"]["mse"])])
     assert data["split"] == "test" and data["windows"] == len(open_cube(data["cube"]).windows("test"))
+    assert data["batch_size"] == 3
     assert paths == [out / "ev.json", out / "scores.png", out / "scores_panel.png"]
     for png in paths[1:]:
         assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
@@ -88,12 +91,55 @@ def test_scores_match_direct_computation(tiny_run, evaluated):
             assert 0.0 < result[name]["ssim"][lead] <= 1.0
 
 
+def test_default_batch_on_cpu_gives_the_same_scores(tiny_run, evaluated):
+    batched, _, _ = evaluated
+    result, _ = evaluate(tiny_run.run, tiny_run.cube, device="cpu")
+    assert result["batch_size"] == CPU_BATCH and result["windows"] > 3  # batches of 3 split the windows differently
+    for method in METHODS:
+        for score in SCORES:
+            assert np.allclose(result[method][score], batched[method][score]), (method, score)
+    assert np.allclose(result["skill"], batched["skill"])
+
+
+@pytest.mark.parametrize(("fits", "used"), [(2, 2), (10**6, evaluate_module.MAX_AUTO_WINDOWS)])
+def test_default_batch_is_probed_on_windows_and_used(tiny_run, monkeypatch, fits, used):
+    # The GPU's rule, on the CPU: auto_batch_size gets windows of (input frames, bands, patch, patch) rolled out over
+    # the output frames with nothing reserved, and the windows go through the model that many at a time, at most
+    # MAX_AUTO_WINDOWS.
+    probes, batches = [], []
+    real_rollout = evaluate_module.rollout
+
+    def fake_auto_batch_size(net, tile_shape, horizon, device, reserve):
+        probes.append((tile_shape, horizon, device.type, reserve))
+        return fits
+
+    def counting_rollout(net, frames, horizon, device):
+        batches.append(len(frames))
+        return real_rollout(net, frames, horizon, device)
+
+    monkeypatch.setattr(evaluate_module, "auto_batch_size", fake_auto_batch_size)
+    monkeypatch.setattr(evaluate_module, "rollout", counting_rollout)
+    result, _ = evaluate(tiny_run.run, tiny_run.cube, device="cpu")
+    cube = open_cube(tiny_run.cube)
+    size = cube.patch_size
+    assert probes == [((cube.input_frames, len(cube.band_names), size, size), cube.output_frames, "cpu", 0)]
+    assert result["batch_size"] == used and max(batches) == min(used, result["windows"])
+    assert sum(batches) == result["windows"]
+
+
+def test_cli_rejects_batch_size_below_one(tiny_run, cli):
+    code, out, err = cli(["evaluate", tiny_run.cube, "-m", tiny_run.run, "--batch-size", "0"])
+    assert code == 1 and out == ""
+    assert err.strip() == "vmrnn: error: --batch-size 0: must be at least 1"
+
+
 def test_cli_json_to_stdout_and_table_on_stderr(tiny_run):
     result = run_cli("evaluate", str(tiny_run.cube), "-m", str(tiny_run.run), "--json", "-", "--split", "val",
                      "--device", "cpu")
     assert result.returncode == 0, result.stderr
     data = json.loads(result.stdout)
     assert data["split"] == "val" and set(data["model"]) == SCORES
+    assert data["batch_size"] == CPU_BATCH  # not given: the CPU's default
     assert "skill" in result.stderr and "persistence" in result.stderr
 
 

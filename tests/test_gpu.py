@@ -1,8 +1,9 @@
-"""CUDA path of `vmrnn train` and `vmrnn predict` (bf16 autocast, DataLoader workers, device placement, CUDA graphs,
-torch.compile).
+"""CUDA path of `vmrnn train`, `vmrnn predict` and `vmrnn evaluate` (bf16 autocast, DataLoader workers, device
+placement, CUDA graphs, torch.compile).
 
-CPU siblings: tests/test_train.py and tests/test_predict.py run the same commands with `--device cpu`;
-tests/test_train_modes.py checks the CUDA-graph dispatch and wiring with plain callables in place of the graph.
+CPU siblings: tests/test_train.py, tests/test_predict.py and tests/test_evaluate.py run the same commands with
+`--device cpu`; tests/test_train_modes.py checks the CUDA-graph dispatch and wiring with plain callables in place of
+the graph.
 """
 
 import csv
@@ -19,6 +20,7 @@ from models import build_model
 from vmrnn_cli import synthetic
 from vmrnn_cli.cube import open_cube
 from vmrnn_cli.dataset import WindowDataset
+from vmrnn_cli.evaluate import MAX_AUTO_WINDOWS
 from vmrnn_cli.loss import masked_sse
 from vmrnn_cli.predict import MAX_GPU_BATCH
 from vmrnn_cli.prepare import prepare
@@ -73,6 +75,14 @@ def test_train_and_predict_on_cuda(cli, tmp_path) -> None:
         assert (a.mask == b.mask).all()
         # bf16 matmuls may round differently for another batch shape; the blend is the same
         assert np.abs(b - a).mean() <= 1e-2 * np.abs(a).mean()
+
+    scores = {}  # evaluate: the default batch (as many windows as fit, at most MAX_AUTO_WINDOWS) scores the same
+    for label, size in (("given", ["--batch-size", "2"]), ("auto", [])):
+        code, stdout, err = cli(["evaluate", cube, "-m", run, "--device", "cuda", "--json", "-", *size])
+        assert code == 0, err
+        scores[label] = json.loads(stdout)
+    assert scores["given"]["batch_size"] == 2 and 2 < scores["auto"]["batch_size"] <= MAX_AUTO_WINDOWS
+    assert np.allclose(scores["auto"]["model"]["mse"], scores["given"]["model"]["mse"], rtol=1e-2)
 
 
 @pytest.mark.parametrize("grad_checkpoint", [False, True], ids=["plain", "grad-checkpoint"])

@@ -161,7 +161,7 @@ def evaluate(
     json_file: Optional[Path] = typer.Option(None, "--json", help="Write the scores as JSON to this file ('-': stdout).", show_default=False),
     plot: Optional[Path] = typer.Option(None, "--plot", help="Write the scores against lead time to this PNG, and context / truth / forecast of one window to <stem>_panel.png beside it.", show_default=False),
     device: Literal["auto", "cpu", "cuda"] = typer.Option("auto", "--device", help="auto: CUDA when there is a GPU, else CPU."),
-    batch_size: int = typer.Option(16, "--batch-size", help="Windows per forward pass."),
+    batch_size: Optional[int] = typer.Option(None, "--batch-size", help="Windows per forward pass (default: on a GPU as many as fit in half its free memory, up to 256; 16 on the CPU).", show_default=False),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace existing JSON/PNG outputs."),
 ) -> None:
     """Score a model on every window of a cube split per lead time (MSE, MAE, RMSE, SSIM, PSNR), against persistence and climatology; table on stderr, paths written on stdout."""

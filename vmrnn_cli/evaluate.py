@@ -30,10 +30,13 @@ from vmrnn_cli.cube import PARTS, Cube, open_cube
 from vmrnn_cli.dataset import WindowDataset
 from vmrnn_cli.errors import VmrnnError
 from vmrnn_cli.metrics import LeadTimeScores
-from vmrnn_cli.predict import rollout
+from vmrnn_cli.predict import auto_batch_size, rollout
 from vmrnn_cli.train import pick_device
 
 METHODS = ("model", "persistence", "climatology")
+# windows per pass at most when none is given: each batch is scored on the host (numpy), whose memory grows
+# with it, while an H100's rollout gains little past ~256 windows of 64 px (benchmarks/RESULTS.md)
+MAX_AUTO_WINDOWS = 256
 
 
 def panel_path(plot_path: Path) -> Path:
@@ -62,14 +65,16 @@ def _progress(total: int) -> Progress | nullcontext:
 
 
 def score_split(checkpoint: Path, cube_path: Path, split: str = "test", device: str = "auto",
-                batch_size: int = 16) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+                batch_size: int | None = None) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
     """Forecast every window of `split` and score it; returns the JSON-able result and one window's frames.
 
-    The frames (band 0 of the split's first window: "context", "truth", "forecast") feed the panel plot.
+    `batch_size` windows go through the model at once; None picks it (`auto_batch_size`, at most
+    MAX_AUTO_WINDOWS; reported as "batch_size"). The frames (band 0 of the split's first window: "context",
+    "truth", "forecast") feed the panel plot.
     """
     if split not in PARTS:
         raise VmrnnError(f"--split {split}: must be one of {', '.join(PARTS)}")
-    if batch_size < 1:
+    if batch_size is not None and batch_size < 1:
         raise VmrnnError(f"--batch-size {batch_size}: must be at least 1")
     ckpt = load_checkpoint(checkpoint)
     cube = open_cube(cube_path)
@@ -85,6 +90,9 @@ def score_split(checkpoint: Path, cube_path: Path, split: str = "test", device: 
     print(f"evaluating {len(windows)} {split} window(s) of {cube_path} ({n_in} -> {n_out} frames) on {dev}",
           file=sys.stderr, flush=True)
     net = ckpt.build_model().to(dev).eval()
+    if batch_size is None:
+        window = (n_in, len(cube.band_names), size, size)
+        batch_size = min(MAX_AUTO_WINDOWS, auto_batch_size(net, window, n_out, dev, 0))
     cube_mean, cube_std = (np.asarray(s, dtype=np.float32).reshape(1, 1, -1, 1, 1) for s in (cube.mean, cube.std))
     ckpt_mean, ckpt_std = (np.asarray(s, dtype=np.float32).reshape(1, 1, -1, 1, 1) for s in (ckpt.mean, ckpt.std))
     normal = climatology_mean(cube.data, cube.split["train"])
@@ -117,8 +125,8 @@ def score_split(checkpoint: Path, cube_path: Path, split: str = "test", device: 
     result["skill"] = [1.0 - m / p if p > 0 else math.nan
                        for m, p in zip(result["model"]["mse"], result["persistence"]["mse"])]
     t0, y0, x0 = (int(v) for v in windows[0])
-    result.update(split=split, windows=len(windows), checkpoint=str(ckpt.path), cube=str(cube_path),
-                  band_names=list(cube.band_names), panel_window={"t0": t0, "y0": y0, "x0": x0})
+    result.update(split=split, windows=len(windows), batch_size=batch_size, checkpoint=str(ckpt.path),
+                  cube=str(cube_path), band_names=list(cube.band_names), panel_window={"t0": t0, "y0": y0, "x0": x0})
     return result, panel
 
 
@@ -156,7 +164,7 @@ def print_table(result: dict[str, Any], console: Console | None = None) -> None:
 
 
 def evaluate(checkpoint: Path, cube_path: Path, split: str = "test", json_path: Path | None = None,
-             plot_path: Path | None = None, device: str = "auto", batch_size: int = 16,
+             plot_path: Path | None = None, device: str = "auto", batch_size: int | None = None,
              overwrite: bool = False) -> tuple[dict[str, Any], list[Path]]:
     """Score the model, print the table on stderr and write the JSON and PNGs asked for; returns (result, paths)."""
     targets = [Path(json_path)] if json_path is not None else []
