@@ -41,7 +41,7 @@ N, RANK = 16, 8
 FWD_SWEEP = [(8, 16), (8, 32), (16, 16)]  # chunk, block_d
 SEQ_SWEEP = [(8, 8), (8, 16), (4, 16)]  # seq_chunk, seq_block_d
 PAR_SWEEP = [(16, 8, 2), (8, 8, 2), (16, 4, 2)]  # par_chunk, par_block_d, par_warps
-FORCE = {"sequential": 0, "parallel": 10**9}  # seq_min_programs that forces each backward kernel
+BACKWARDS = ("sequential", "parallel", "segmented")  # triton_ss2d.force_layout's
 DEVICE = "cuda"
 GRAD_NAMES = ("u", "delta", "A", "x_dbl", "D", "delta_bias")
 CHECK_SHAPE = (2, 12, 20, 64)  # batch, H, W, d_inner: H*W not a multiple of the chunk, H != W
@@ -85,7 +85,7 @@ def check(dtype, backward: str) -> str:
     reference scan."""
     x = ss2d_inputs(*CHECK_SHAPE, dtype, seed=1)
     leaves = [x[k] for k in GRAD_NAMES]
-    config = triton_ss2d.CONFIG._replace(seq_min_programs=FORCE[backward])
+    config = triton_ss2d.force_layout(triton_ss2d.CONFIG, backward, CHECK_SHAPE[0], CHECK_SHAPE[3])
     results = []
     for op, args in ((triton_ss2d.SS2DScanTriton.apply, (config,)), (ss2d_scan_plain, ())):
         out = call(op, x, *args)
@@ -104,12 +104,13 @@ def sweep(shape) -> list[str]:
     args = (x["u"], x["delta"], x["A"], B, C, x["D"], x["delta_bias"])
     dout = torch.randn(batch, height, width, dim, device=DEVICE)
     base = triton_ss2d.CONFIG
-    cases = [("fwd", base._replace(seq_chunk=c, block_d=bd, seq_min_programs=FORCE["sequential"]))
-             for c, bd in FWD_SWEEP]
-    cases += [("bwd sequential", base._replace(seq_chunk=c, seq_block_d=bd, seq_min_programs=FORCE["sequential"]))
+    force = lambda config, backward: triton_ss2d.force_layout(config, backward, batch, dim)  # noqa: E731
+    cases = [("fwd", force(base._replace(seq_chunk=c, block_d=bd), "sequential")) for c, bd in FWD_SWEEP]
+    cases += [("bwd sequential", force(base._replace(seq_chunk=c, seq_block_d=bd), "sequential"))
               for c, bd in SEQ_SWEEP]
-    cases += [("bwd parallel", base._replace(par_chunk=c, par_block_d=bd, par_warps=w,
-                                             seq_min_programs=FORCE["parallel"])) for c, bd, w in PAR_SWEEP]
+    cases += [("bwd parallel", force(base._replace(par_chunk=c, par_block_d=bd, par_warps=w), "parallel"))
+              for c, bd, w in PAR_SWEEP]
+    cases += [("bwd segmented", force(base, "segmented"))]
     lines = []
     for kind, cfg in cases:
         if kind == "fwd":
@@ -152,7 +153,7 @@ def main() -> None:
     t0 = time.time()
     build = mamba_kernel.start_build(args.mamba_src, args.mamba_build) if mamba_kernel else None
     print(report, flush=True)
-    for dtype, backward in itertools.product((torch.float32, torch.bfloat16), FORCE):
+    for dtype, backward in itertools.product((torch.float32, torch.bfloat16), BACKWARDS):
         print(check(dtype, backward), flush=True)
 
     shapes = [SHAPES[int(i)] for i in args.shapes.split(",")]

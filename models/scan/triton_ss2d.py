@@ -8,7 +8,11 @@ The forward steps through the tokens one at a time and stores the state at every
 backward kernels recompute a chunk from its stored start and carry dL/dh back through it: the
 sequential one steps like the forward, keeping the chunk's states in registers (fast when there are
 enough programs to fill the GPU); the chunk-parallel one scans a chunk with `tl.associative_scan` as
-triton_scan.py does (for small batches, where the sequential one leaves most of the GPU idle).
+triton_scan.py does (where even a split sequence leaves too few programs for the sequential one).
+When one program per (batch, direction, channel block) is too few to fill the GPU (small batches, long
+sequences), each direction's sequence is split into segments scanned side by side, in two passes: the
+state a segment ends with from a zero start, and its summed dt (the segment's decay is exp(A * sum dt)),
+compose into every segment's true start state; the backward carries dL/dh across segments the same way.
 """
 
 from __future__ import annotations
@@ -35,10 +39,11 @@ class Config(NamedTuple):
     par_chunk: int  # steps between stored states when the chunk-parallel backward runs
     par_block_d: int  # channels per chunk-parallel-backward program
     par_warps: int
-    seq_min_programs: int  # below this many sequential programs, the chunk-parallel backward runs
+    seq_min_programs: int  # programs the sequential kernels need to fill the GPU; the sequence is split to get them
+    min_segment: int  # fewest steps per segment; where that stops the split short, the chunk-parallel backward runs
 
 
-CONFIG = Config(16, 8, 16, 16, 8, 2, 768)  # H100 measurements: benchmarks/gpu/NOTES.md, session 3
+CONFIG = Config(16, 8, 16, 16, 8, 2, 768, 128)  # H100 measurements: benchmarks/gpu/NOTES.md, sessions 3 and 5
 
 
 @triton.jit
@@ -76,26 +81,48 @@ def _bias_and_D(bias_ptr, D_ptr, channel, mask_d):
     return bias, Dv
 
 
+@triton.jit
+def _segment_chunks(seg, seg_chunks, n_chunks):
+    """The first chunk of segment `seg` and its number of chunks (the last segment may be shorter)."""
+    c0 = seg * seg_chunks
+    return c0, tl.minimum(n_chunks - c0, seg_chunks)
+
+
 @triton.jit(do_not_specialize=["dim"])  # unknown alignment keeps one channel per lane
 def _ss2d_fwd_kernel(
-    u_ptr, delta_ptr, At_ptr, B_ptr, C_ptr, D_ptr, bias_ptr, out_ptr, hstart_ptr,
-    dim, H, W, N, n_chunks, bc_stride_b, bc_stride_l, bc_stride_k,
-    STORE_STATES: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_N: tl.constexpr, CHUNK: tl.constexpr,
+    u_ptr, delta_ptr, At_ptr, B_ptr, C_ptr, D_ptr, bias_ptr, out_ptr, hstart_ptr, hend_ptr, sdt_ptr,
+    dim, H, W, N, n_chunks, seg_chunks, n_segments, bc_stride_b, bc_stride_l, bc_stride_k,
+    LOCAL: tl.constexpr, STORE_STATES: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_N: tl.constexpr,
+    CHUNK: tl.constexpr,
 ):
+    """One segment (program axis 2) of a direction's scan. With LOCAL (pass 1 of a split sequence): the state it
+    ends with from a zero start, and its summed dt. Otherwise its outputs, from the start state composed of the
+    earlier segments' pass-1 results, storing every chunk-start state with STORE_STATES (for the backward).
+    """
     b, k, offs_d, offs_n, mask_d, mask_n, channel = _program_block(dim, N, BLOCK_D, BLOCK_N)
+    seg = tl.program_id(2)
     L = H * W
-    A2 = tl.load(At_ptr + channel[:, None] + offs_n[None, :] * 4 * dim, mask=mask_d[:, None] & mask_n[None, :],
-                 other=0.0).to(tl.float32) * LOG2E
+    mask_dn = mask_d[:, None] & mask_n[None, :]
+    A2 = tl.load(At_ptr + channel[:, None] + offs_n[None, :] * 4 * dim, mask=mask_dn, other=0.0).to(tl.float32) * LOG2E
     bias, Dv = _bias_and_D(bias_ptr, D_ptr, channel, mask_d)
 
     u_row = u_ptr + b * L * dim + offs_d  # u (b, L, dim)
     dk_row = (b * L * 4 + k) * dim + offs_d  # delta and out (b, L, 4, dim)
     bc_row = b * bc_stride_b + k * bc_stride_k + offs_n  # B, C (b, L, 4, N), any strides but N's
-    hs_offs = ((b * 4 + k) * n_chunks * N + offs_n)[None, :] * dim + offs_d[:, None]  # (b, 4, n_chunks, N, dim)
+    state_offs = offs_n[None, :] * dim + offs_d[:, None]  # one (N, dim) state
+    hs_offs = (b * 4 + k) * n_chunks * N * dim + state_offs  # (b, 4, n_chunks, N, dim)
+    seg_row = (b * 4 + k) * n_segments  # segment summaries: end states (b, 4, S, N, dim), summed dt (b, 4, S, dim)
     h = tl.zeros([BLOCK_D, BLOCK_N], dtype=tl.float32)
-    for c in range(n_chunks):
+    if not LOCAL:
+        for r in range(seg):
+            sdt = tl.load(sdt_ptr + (seg_row + r) * dim + offs_d, mask=mask_d, other=0.0)
+            h_end = tl.load(hend_ptr + (seg_row + r) * N * dim + state_offs, mask=mask_dn, other=0.0)
+            h = tl.exp2(sdt[:, None] * A2) * h + h_end
+    sdt_acc = tl.zeros([BLOCK_D], dtype=tl.float32)
+    c0, chunks = _segment_chunks(seg, seg_chunks, n_chunks)
+    for c in range(c0, c0 + chunks):
         if STORE_STATES:
-            tl.store(hstart_ptr + hs_offs + c * dim * N, h, mask=mask_d[:, None] & mask_n[None, :])
+            tl.store(hstart_ptr + hs_offs + c * dim * N, h, mask=mask_dn)
         for j in tl.static_range(CHUNK):
             step = c * CHUNK + j
             p, valid, valid_n = _step_at(step, k, H, W, L, mask_d, mask_n)
@@ -103,25 +130,69 @@ def _ss2d_fwd_kernel(
             dt = _softplus(tl.load(delta_ptr + dk_row + p * 4 * dim, mask=valid, other=0.0).to(tl.float32) + bias)
             dt = tl.where(valid, dt, 0.0)
             Bv = tl.load(B_ptr + bc_row + p * bc_stride_l, mask=valid_n, other=0.0).to(tl.float32)
-            Cv = tl.load(C_ptr + bc_row + p * bc_stride_l, mask=valid_n, other=0.0).to(tl.float32)
             h = tl.exp2(dt[:, None] * A2) * h + (dt * u)[:, None] * Bv[None, :]
-            y = tl.sum(h * Cv[None, :], axis=1) + u * Dv
-            tl.store(out_ptr + dk_row + p * 4 * dim, y, mask=valid)
+            if LOCAL:
+                sdt_acc += dt
+            else:
+                Cv = tl.load(C_ptr + bc_row + p * bc_stride_l, mask=valid_n, other=0.0).to(tl.float32)
+                y = tl.sum(h * Cv[None, :], axis=1) + u * Dv
+                tl.store(out_ptr + dk_row + p * 4 * dim, y, mask=valid)
+    if LOCAL:
+        tl.store(hend_ptr + (seg_row + seg) * N * dim + state_offs, h, mask=mask_dn)
+        tl.store(sdt_ptr + (seg_row + seg) * dim + offs_d, sdt_acc, mask=mask_d)
+
+
+@triton.jit(do_not_specialize=["dim"])
+def _ss2d_bwd_carry_kernel(
+    delta_ptr, At_ptr, C_ptr, bias_ptr, dout_ptr, carry_ptr, sdt_ptr,
+    dim, H, W, N, n_chunks, seg_chunks, n_segments, bc_stride_b, bc_stride_l, bc_stride_k,
+    BLOCK_D: tl.constexpr, BLOCK_N: tl.constexpr, CHUNK: tl.constexpr,
+):
+    """Pass 1 of a split backward, for segment 1 + program axis 2: dL/dh carried back through the segment from
+    zero at its end (exp(dt A) dL/dh at its first step), and its summed dt; stored (b, 4, S, dim, N), (b, 4, S, dim).
+    """
+    b, k, offs_d, offs_n, mask_d, mask_n, channel = _program_block(dim, N, BLOCK_D, BLOCK_N)
+    seg = tl.program_id(2) + 1  # nothing is carried into the first segment's start
+    L = H * W
+    mask_dn = mask_d[:, None] & mask_n[None, :]
+    A2 = tl.load(At_ptr + channel[:, None] + offs_n[None, :] * 4 * dim, mask=mask_dn, other=0.0).to(tl.float32) * LOG2E
+    bias = tl.load(bias_ptr + channel, mask=mask_d, other=0.0).to(tl.float32)
+    dy_row = dout_ptr + b * L * dim + offs_d
+    dk_row = (b * L * 4 + k) * dim + offs_d
+    bc_row = b * bc_stride_b + k * bc_stride_k + offs_n
+    carry = tl.zeros([BLOCK_D, BLOCK_N], dtype=tl.float32)
+    sdt_acc = tl.zeros([BLOCK_D], dtype=tl.float32)
+    c0, chunks = _segment_chunks(seg, seg_chunks, n_chunks)
+    for cc in range(chunks):
+        c = c0 + chunks - 1 - cc
+        for j in tl.static_range(CHUNK - 1, -1, -1):
+            p, valid, valid_n = _step_at(c * CHUNK + j, k, H, W, L, mask_d, mask_n)
+            raw = tl.load(delta_ptr + dk_row + p * 4 * dim, mask=valid, other=0.0).to(tl.float32) + bias
+            dt = tl.where(valid, _softplus(raw), 0.0)
+            Cv = tl.load(C_ptr + bc_row + p * bc_stride_l, mask=valid_n, other=0.0).to(tl.float32)
+            dy = tl.load(dy_row + p * dim, mask=valid, other=0.0)
+            carry = tl.exp2(dt[:, None] * A2) * (dy[:, None] * Cv[None, :] + carry)
+            sdt_acc += dt
+    seg_row = (b * 4 + k) * n_segments + seg
+    tl.store(carry_ptr + seg_row * dim * N + offs_d[:, None] * N + offs_n[None, :], carry, mask=mask_dn)
+    tl.store(sdt_ptr + seg_row * dim + offs_d, sdt_acc, mask=mask_d)
 
 
 @triton.jit
 def _ss2d_bwd_sequential_kernel(
-    u_ptr, delta_ptr, A_ptr, B_ptr, C_ptr, D_ptr, bias_ptr, hstart_ptr, dout_ptr,
+    u_ptr, delta_ptr, A_ptr, B_ptr, C_ptr, D_ptr, bias_ptr, hstart_ptr, dout_ptr, carry_ptr, sdt_ptr,
     du_ptr, ddelta_ptr, dA_ptr, dB_ptr, dC_ptr, dD_ptr, dbias_ptr,
-    dim, H, W, N, n_chunks, bc_stride_b, bc_stride_l, bc_stride_k,
+    dim, H, W, N, n_chunks, seg_chunks, n_segments, bc_stride_b, bc_stride_l, bc_stride_k,
     BLOCK_D: tl.constexpr, BLOCK_N: tl.constexpr, CHUNK: tl.constexpr,
 ):
-    """Per chunk, last first: recompute its states step by step into a register tuple, then walk back.
+    """One segment (program axis 2): per chunk, last first, recompute its states step by step into a register
+    tuple, then walk back; dL/dh enters the segment's end composed of the later segments' pass-1 carries.
 
     dB and dC are summed over this program's channels and written per channel block (the caller sums
-    the blocks); dA, dD and dbias are written per batch element. No atomics.
+    the blocks); dA, dD and dbias are written per batch element and segment. No atomics.
     """
     b, k, offs_d, offs_n, mask_d, mask_n, channel = _program_block(dim, N, BLOCK_D, BLOCK_N)
+    seg = tl.program_id(2)
     batch = tl.num_programs(1) // 4
     L = H * W
     mask_dn = mask_d[:, None] & mask_n[None, :]
@@ -137,11 +208,19 @@ def _ss2d_bwd_sequential_kernel(
     bc_row = b * bc_stride_b + k * bc_stride_k + offs_n
     part_row = ((tl.program_id(0) * batch + b) * L * 4 + k) * N + offs_n  # dB, dC (channel blocks, b, L, 4, N)
     carry = tl.zeros([BLOCK_D, BLOCK_N], dtype=tl.float32)  # exp(dt A) dL/dh of the step after
+    seg_row = (b * 4 + k) * n_segments
+    for rr in range(n_segments - 1 - seg):
+        r = n_segments - 1 - rr
+        sdt = tl.load(sdt_ptr + (seg_row + r) * dim + offs_d, mask=mask_d, other=0.0)
+        seg_carry = tl.load(carry_ptr + (seg_row + r) * dim * N + offs_d[:, None] * N + offs_n[None, :], mask=mask_dn,
+                            other=0.0)
+        carry = tl.exp2(sdt[:, None] * A2) * carry + seg_carry
     dA_acc = tl.zeros([BLOCK_D, BLOCK_N], dtype=tl.float32)
     dD_acc = tl.zeros([BLOCK_D], dtype=tl.float32)
     dbias_acc = tl.zeros([BLOCK_D], dtype=tl.float32)
-    for cc in range(n_chunks):
-        c = n_chunks - 1 - cc
+    c0, chunks = _segment_chunks(seg, seg_chunks, n_chunks)
+    for cc in range(chunks):
+        c = c0 + chunks - 1 - cc
         h = tl.load(hstart_ptr + hs_offs + c * dim * N, mask=mask_dn, other=0.0)
         hs = ()
         us = ()
@@ -182,9 +261,10 @@ def _ss2d_bwd_sequential_kernel(
             tl.store(dC_ptr + part_row + p * 4 * N, tl.sum(h * dy[:, None], axis=0), mask=valid_n)
             carry = tl.exp2(dt[:, None] * A2) * G
 
-    tl.store(dA_ptr + b * 4 * dim * N + dn_offs, dA_acc, mask=mask_dn)
-    tl.store(dD_ptr + b * 4 * dim + channel, dD_acc, mask=mask_d)
-    tl.store(dbias_ptr + b * 4 * dim + channel, dbias_acc, mask=mask_d)
+    row = b * n_segments + seg
+    tl.store(dA_ptr + row * 4 * dim * N + dn_offs, dA_acc, mask=mask_dn)
+    tl.store(dD_ptr + row * 4 * dim + channel, dD_acc, mask=mask_d)
+    tl.store(dbias_ptr + row * 4 * dim + channel, dbias_acc, mask=mask_d)
 
 
 @triton.jit
@@ -277,25 +357,70 @@ def _bc_strides(t: Tensor) -> tuple[int, int, int]:
     return t.stride(0), t.stride(2), t.stride(3)
 
 
-def _sequential(batch: int, dim: int, config: Config) -> bool:
-    """Whether the sequential backward runs: it has enough programs to fill the GPU."""
-    return batch * DIRECTIONS * triton.cdiv(dim, _block_d(config.seq_block_d, dim)) >= config.seq_min_programs
+class Plan(NamedTuple):
+    """How one scan is laid out: which backward runs, the steps between stored states, and the sequence split."""
+
+    sequential: bool  # the sequential backward (else the chunk-parallel one)
+    chunk: int
+    n_chunks: int
+    segments: int
+    seg_chunks: int  # chunks per segment (the last segment may have fewer)
+
+
+def sequential_programs(batch: int, dim: int, config: Config) -> int:
+    """Programs of the sequential backward over an unsplit sequence: one per batch element, direction, channel block."""
+    return batch * DIRECTIONS * triton.cdiv(dim, _block_d(config.seq_block_d, dim))
+
+
+def plan(batch: int, length: int, dim: int, config: Config) -> Plan:
+    """Split the sequence in two until the sequential kernels have config.seq_min_programs programs or a segment
+    would be shorter than config.min_segment steps; the sequential backward runs if the programs were reached."""
+    programs = sequential_programs(batch, dim, config)
+    segments = 1
+    while programs * segments < config.seq_min_programs and length >= 2 * segments * config.min_segment:
+        segments *= 2
+    if programs * segments < config.seq_min_programs:
+        n_chunks = triton.cdiv(length, config.par_chunk)
+        return Plan(False, config.par_chunk, n_chunks, 1, n_chunks)
+    n_chunks = triton.cdiv(length, config.seq_chunk)
+    seg_chunks = triton.cdiv(n_chunks, segments)
+    return Plan(True, config.seq_chunk, n_chunks, triton.cdiv(n_chunks, seg_chunks), seg_chunks)
+
+
+def force_layout(config: Config, backward: str, batch: int, dim: int) -> Config:
+    """config made to run one backward wherever it can: "sequential" (unsplit), "parallel", or "segmented" (the
+    sequential one over four segments, on sequences of at least four steps); for tests and benchmarks."""
+    if backward == "segmented":
+        return config._replace(seq_min_programs=4 * sequential_programs(batch, dim, config), min_segment=1)
+    return config._replace(seq_min_programs={"sequential": 0, "parallel": 10**9}[backward], min_segment=10**9)
+
+
+def _segment_summaries(batch: int, plan: Plan, dim: int, N: int, device: torch.device) -> tuple[Tensor, Tensor]:
+    """Buffers for each segment's pass-1 state (b, 4, S, N * dim) and summed dt (b, 4, S, dim)."""
+    shape = (batch, DIRECTIONS, plan.segments)
+    return (torch.empty(*shape, N * dim, device=device, dtype=torch.float32),
+            torch.empty(*shape, dim, device=device, dtype=torch.float32))
 
 
 def _launch_fwd(u, delta, A, B, C, D, bias, store_states, config):
     batch, height, width, dim = u.shape
     N = A.shape[1]
     block_d = _block_d(config.block_d, dim)
-    chunk = config.seq_chunk if _sequential(batch, dim, config) else config.par_chunk
-    n_chunks = triton.cdiv(height * width, chunk)
+    layout = plan(batch, height * width, dim, config)
     out = torch.empty(batch, height, width, DIRECTIONS, dim, device=u.device, dtype=torch.float32)
-    hstart = torch.empty(batch, DIRECTIONS, n_chunks if store_states else 1, N, dim, device=u.device,
+    hstart = torch.empty(batch, DIRECTIONS, layout.n_chunks if store_states else 1, N, dim, device=u.device,
                          dtype=torch.float32)
-    _ss2d_fwd_kernel[(triton.cdiv(dim, block_d), batch * DIRECTIONS)](
-        u, delta, A.t().contiguous(), B, C, D, bias, out, hstart,
-        dim, height, width, N, n_chunks, *_bc_strides(B),
-        STORE_STATES=store_states, BLOCK_D=block_d, BLOCK_N=triton.next_power_of_2(N), CHUNK=chunk, num_warps=1,
-    )
+    hend, sdt = _segment_summaries(batch, layout, dim, N, u.device)
+    At = A.t().contiguous()
+    grid = (triton.cdiv(dim, block_d), batch * DIRECTIONS)
+    for local, segments in ((True, layout.segments - 1), (False, layout.segments)):
+        if segments:
+            _ss2d_fwd_kernel[(*grid, segments)](
+                u, delta, At, B, C, D, bias, out, hstart, hend, sdt,
+                dim, height, width, N, layout.n_chunks, layout.seg_chunks, layout.segments, *_bc_strides(B),
+                LOCAL=local, STORE_STATES=store_states and not local, BLOCK_D=block_d,
+                BLOCK_N=triton.next_power_of_2(N), CHUNK=layout.chunk, num_warps=1,
+            )
     return out, hstart
 
 
@@ -306,17 +431,26 @@ def _launch_bwd(u, delta, A, B, C, D, bias, hstart, dout, config):
     du = torch.empty(batch, height, width, DIRECTIONS, dim, **f32)
     ddelta = torch.empty_like(delta)
     assert _bc_strides(B) == _bc_strides(C)
-    if _sequential(batch, dim, config):
+    layout = plan(batch, height * width, dim, config)
+    if layout.sequential:
+        carry, sdt = _segment_summaries(batch, layout, dim, N, u.device)
+        if layout.segments > 1:
+            block_d = _block_d(config.block_d, dim)
+            _ss2d_bwd_carry_kernel[(triton.cdiv(dim, block_d), batch * DIRECTIONS, layout.segments - 1)](
+                delta, A.t().contiguous(), C, bias, dout, carry, sdt,
+                dim, height, width, N, layout.n_chunks, layout.seg_chunks, layout.segments, *_bc_strides(B),
+                BLOCK_D=block_d, BLOCK_N=triton.next_power_of_2(N), CHUNK=layout.chunk, num_warps=1,
+            )
         block_d = _block_d(config.seq_block_d, dim)
         blocks = triton.cdiv(dim, block_d)
-        dA, dD, dbias = (torch.empty(batch, *t.shape, **f32) for t in (A, D, bias))
+        dA, dD, dbias = (torch.empty(batch * layout.segments, *t.shape, **f32) for t in (A, D, bias))
         dB, dC = (torch.empty(blocks, batch, height, width, DIRECTIONS, N, **f32) for _ in range(2))
         # states N-minor: the layout then puts N across lanes (forward stores them the other way, for its own layout)
         hstart = hstart.transpose(-1, -2).contiguous()
-        _ss2d_bwd_sequential_kernel[(blocks, batch * DIRECTIONS)](
-            u, delta, A, B, C, D, bias, hstart, dout, du, ddelta, dA, dB, dC, dD, dbias,
-            dim, height, width, N, hstart.shape[2], *_bc_strides(B),
-            BLOCK_D=block_d, BLOCK_N=triton.next_power_of_2(N), CHUNK=config.seq_chunk, num_warps=1,
+        _ss2d_bwd_sequential_kernel[(blocks, batch * DIRECTIONS, layout.segments)](
+            u, delta, A, B, C, D, bias, hstart, dout, carry, sdt, du, ddelta, dA, dB, dC, dD, dbias,
+            dim, height, width, N, layout.n_chunks, layout.seg_chunks, layout.segments, *_bc_strides(B),
+            BLOCK_D=block_d, BLOCK_N=triton.next_power_of_2(N), CHUNK=layout.chunk, num_warps=1,
         )
         dA, dB, dC, dD, dbias = dA.sum(0), dB.sum(0), dC.sum(0), dD.sum(0), dbias.sum(0)
     else:
@@ -325,7 +459,7 @@ def _launch_bwd(u, delta, A, B, C, D, bias, hstart, dout, config):
         dB, dC = (torch.zeros(batch, height, width, DIRECTIONS, N, **f32) for _ in range(2))
         _ss2d_bwd_parallel_kernel[(triton.cdiv(dim, block_d), batch * DIRECTIONS)](
             u, delta, A, B, C, D, bias, hstart, dout, du, ddelta, dA, dB, dC, dD, dbias,
-            dim, height, width, N, hstart.shape[2], *_bc_strides(B),
+            dim, height, width, N, layout.n_chunks, *_bc_strides(B),
             BLOCK_D=block_d, BLOCK_N=triton.next_power_of_2(N), BLOCK_L=config.par_chunk, num_warps=config.par_warps,
         )
     return du.sum(3).to(u.dtype), ddelta, dA, dB.to(B.dtype), dC.to(C.dtype), dD, dbias

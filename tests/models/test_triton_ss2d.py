@@ -13,14 +13,14 @@ import pytest
 import torch
 
 
-# (batch, H, W, dim, N, strided B/C, Config fields but the last): square and non-square grids, H*W not a
+# (batch, H, W, dim, N, strided B/C, Config's block fields): square and non-square grids, H*W not a
 # multiple of the chunks, dim not a multiple of the channel blocks, N not a power of 2
 CASES = {
     "square": (1, 4, 4, 4, 4, False, (2, 4, 2, 4, 2, 1)),
     "wide_ragged": (2, 3, 5, 3, 4, True, (2, 4, 2, 4, 2, 1)),
     "tall_block": (1, 6, 2, 6, 3, True, (4, 8, 4, 4, 4, 1)),
 }
-BACKWARDS = {"sequential": 0, "parallel": 10**9}  # seq_min_programs that forces each backward kernel
+BACKWARDS = ("sequential", "parallel", "segmented")  # triton_ss2d.force_layout's
 NAMES = ("out", "u", "delta", "A", "B", "C", "D", "delta_bias")
 
 
@@ -64,38 +64,42 @@ def _interpreter_worker() -> None:
     from models.ss2d import ss2d_scan_plain
 
     report = {}
-    for (case, (batch, height, width, dim, N, strided, blocks)), (backward, min_programs) in itertools.product(
-            CASES.items(), BACKWARDS.items()):
+    for (case, (batch, height, width, dim, N, strided, blocks)), backward in itertools.product(CASES.items(),
+                                                                                              BACKWARDS):
         inputs = make_inputs(batch, height, width, dim, N, strided)
-        config = triton_ss2d.Config(*blocks, min_programs)
+        config = triton_ss2d.force_layout(triton_ss2d.Config(*blocks, 0, 0), backward, batch, dim)
+        layout = triton_ss2d.plan(batch, height * width, dim, config)
 
         def fn(u, delta, A, B, C, D, delta_bias, config=config):
             return triton_ss2d.SS2DScanTriton.apply(u, delta, A, B, C, D, delta_bias, config)
 
         errs = report[f"{case}-{backward}"] = relative_errors(fn, inputs, ss2d_scan_plain)
+        errs["layout"] = [layout.sequential, layout.segments]
         with torch.no_grad():  # inference skips storing chunk-start states: the output must not change
             errs["out_no_grad"] = ((fn(**inputs) - ss2d_scan_plain(**inputs)).norm()
                                    / ss2d_scan_plain(**inputs).norm()).item()
     print(json.dumps(report))
 
 
-@pytest.mark.parametrize("backward", sorted(BACKWARDS))
+@pytest.mark.parametrize("backward", BACKWARDS)
 @pytest.mark.parametrize("case", sorted(CASES))
 def test_interpreter_matches_plain_path(interpreter_errors, case, backward):
     errs = interpreter_errors[f"{case}-{backward}"]
+    sequential, segments = errs.pop("layout")
+    assert (sequential, segments > 1) == (backward != "parallel", backward == "segmented")
     assert set(errs) == set(NAMES) | {"out_no_grad"}
     assert all(e < 1e-4 for e in errs.values()), errs
 
 
 @pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
-@pytest.mark.parametrize("backward", sorted(BACKWARDS))
+@pytest.mark.parametrize("backward", BACKWARDS)
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
 def test_gpu_matches_plain_path(dtype, backward):
     from models.scan import triton_ss2d
     from models.ss2d import ss2d_scan_plain
 
-    config = triton_ss2d.CONFIG._replace(seq_min_programs=BACKWARDS[backward])
+    config = triton_ss2d.force_layout(triton_ss2d.CONFIG, backward, 2, 64)
 
     def fn(u, delta, A, B, C, D, delta_bias):
         return triton_ss2d.SS2DScanTriton.apply(u, delta, A, B, C, D, delta_bias, config)
