@@ -1,8 +1,8 @@
 """`vmrnn train --grad-checkpoint / --cuda-graphs`: same weights, config round trip, resume, refusals, dispatch.
 
-The CUDA-graph capture itself runs in tests/test_gpu.py; here the dispatch and wiring around it run on the CPU
-with plain callables in place of the graphed one. `--compile` trains in tests/test_train_compile.py; its
-refusal and resume switch are here with the others'.
+The CUDA-graph capture itself runs in tests/test_gpu.py; here the dispatch and wiring around it, and the fallback
+where the capture fails, run on the CPU with plain callables in place of the graphed one. `--compile` trains in
+tests/test_train_compile.py; its refusal and resume switch are here with the others'.
 """
 
 import shutil
@@ -10,6 +10,7 @@ import shutil
 import pytest
 import torch
 
+import vmrnn_cli.train as train_module
 from models import build_model
 from vmrnn_cli.checkpoint import load_checkpoint
 from vmrnn_cli.config import TrainConfig, resolve_config
@@ -183,3 +184,78 @@ def test_graphed_forward_captures_the_wrapped_model_on_a_full_sample_batch(monke
     model(frames, 2).square().mean().backward()
     for graph_grad, p in zip(graph_grads, (p for p in model.parameters() if p.requires_grad)):
         torch.testing.assert_close(graph_grad, p.grad, rtol=0, atol=0)
+
+
+CAPTURE_ERROR = "CUDA error: operation not permitted when stream is capturing"
+WARNING = f"warning: capturing the training step as CUDA graphs failed (RuntimeError: {CAPTURE_ERROR}); "
+
+
+@pytest.fixture
+def failing_capture(monkeypatch) -> list[int]:
+    """Graphs taken on the CPU unless --no-cuda-graphs, and a capture that runs torch's warm-up (three forwards and
+    torch.autograd.grad over the parameters, on the real model) and then fails; the list counts the captures."""
+    captures = []
+
+    def warm_up_then_fail(module, sample_args):
+        captures.append(1)
+        trained = tuple(p for p in module.parameters() if p.requires_grad)
+        for _ in range(3):
+            out = module(*sample_args)
+            torch.autograd.grad(out, trained, torch.empty_like(out), only_inputs=True)
+        raise RuntimeError(f"{CAPTURE_ERROR}\nCUDA kernel errors might be asynchronously reported")
+
+    monkeypatch.setattr(torch.cuda, "make_graphed_callables", warm_up_then_fail)
+    monkeypatch.setattr(train_module, "use_cuda_graphs", lambda config, device, world: config.cuda_graphs is not False)
+    return captures
+
+
+def warnings_in(err: str) -> list[str]:
+    return [line for line in err.splitlines() if line.startswith("warning:")]
+
+
+def test_failed_default_capture_warns_once_and_trains_as_without_graphs(cli, tiny_run, tmp_path,
+                                                                       failing_capture) -> None:
+    code, _, err = cli(["train", tiny_run.cube, "-o", tmp_path / "eager", *TINY, "--no-cuda-graphs"])
+    assert code == 0 and failing_capture == [] and warnings_in(err) == [], err
+    code, _, err = cli(["train", tiny_run.cube, "-o", tmp_path / "fallback", *TINY])
+    assert code == 0 and failing_capture == [1], err
+    [warning] = warnings_in(err)
+    assert warning == WARNING + "training without them (--no-cuda-graphs skips the capture and this warning)"
+    assert "captured" not in err and "CUDA graphs" not in err.replace(warning, "")
+    eager, fallback = (load_checkpoint(tmp_path / name / "last.pt") for name in ("eager", "fallback"))
+    assert_same_weights(eager.model, fallback.model)
+    assert torch.equal(eager.state["rng_cpu"], fallback.state["rng_cpu"])
+    assert eager.state["progress"]["metrics"][0]["train_loss"] == fallback.state["progress"]["metrics"][0]["train_loss"]
+    # the run keeps the default (decided where it runs), not a False it was never given
+    assert fallback.config["train"]["cuda_graphs"] is None
+    assert "cuda_graphs" not in (tmp_path / "fallback" / "config.toml").read_text()
+
+
+def test_failed_explicit_capture_is_one_error_line_and_leaves_no_run(cli, tiny_run, tmp_path,
+                                                                    failing_capture) -> None:
+    code, out, err = cli(["train", tiny_run.cube, "-o", tmp_path / "new", *TINY, "--cuda-graphs"])
+    line = one_line_error(code, err)
+    assert f"(RuntimeError: {CAPTURE_ERROR});" in line and "--no-cuda-graphs" in line and out == ""
+    assert not (tmp_path / "new").exists()
+    run = tmp_path / "old"
+    shutil.copytree(tiny_run.run, run)
+    before = {path.name: path.read_bytes() for path in run.iterdir()}
+    code, _, err = cli(["train", tiny_run.cube, "-o", run, *TINY, "--cuda-graphs", "--overwrite"])
+    one_line_error(code, err)
+    assert {path.name: path.read_bytes() for path in run.iterdir()} == before  # --overwrite deleted nothing
+    assert failing_capture == [1, 1]
+
+
+def test_resume_after_a_failed_capture_falls_back_again_and_continues_exactly(cli, tiny_run, tmp_path,
+                                                                             interrupted_train, failing_capture,
+                                                                             capsys) -> None:
+    """The run keeps the default, so --resume tries the capture again (--no-cuda-graphs there would not)."""
+    train(tiny_run.cube, tmp_path / "straight", given={**GIVEN, "cuda_graphs": False})
+    interrupted_train(tiny_run.cube, tmp_path / "resumed", GIVEN)
+    assert len(warnings_in(capsys.readouterr().err)) == 1 and failing_capture == [1]
+    code, _, err = cli(["train", tiny_run.cube, "-o", tmp_path / "resumed", "--resume"])
+    assert code == 0 and len(warnings_in(err)) == 1 and failing_capture == [1, 1], err
+    straight = load_checkpoint(tmp_path / "straight" / "last.pt")
+    resumed = load_checkpoint(tmp_path / "resumed" / "last.pt")
+    assert resumed.config["train"]["cuda_graphs"] is None
+    assert_same_weights(straight.model, resumed.model)

@@ -3,8 +3,8 @@
 One process trains on one device; under `torchrun --nproc-per-node N` every process trains on its
 share of the windows (DistributedSampler) and rank 0 alone writes the run directory. Options that
 only change how a step runs: per-frame activation checkpointing (memory), the model's forward through
-torch.compile (speed) and, on one CUDA GPU (by default there), the model's forward and backward captured
-once as CUDA graphs and replayed every full-size step (speed).
+torch.compile (speed) and, on one CUDA GPU (by default there; eager with a warning where that capture fails),
+the model's forward and backward captured once as CUDA graphs and replayed every full-size step (speed).
 """
 
 from __future__ import annotations
@@ -207,6 +207,23 @@ def graphed_forward(net: nn.Module, shape: tuple[int, ...], horizon: int, device
     return dispatch_to_graph(graphed, net, shape, horizon)
 
 
+def _graphed_unless_failed(net: nn.Module, shape: tuple[int, ...], horizon: int, device: torch.device,
+                           explicit: bool, ranks: Ranks) -> Callable[[Tensor, int], Tensor] | None:
+    """graphed_forward(...); where the capture fails, an error if --cuda-graphs asked for it, else one warning line
+    and None: the default's graphs only speed up, and the failed warm-up changed no weight, .grad, buffer (the models
+    have none) or RNG state, so eager training goes on as without graphs."""
+    try:
+        return graphed_forward(net, shape, horizon, device, bf16=True)  # as _forward_loss on CUDA
+    except Exception as err:  # noqa: BLE001 - whatever the capture raises, graphs cannot run on this setup
+        reason = f"{type(err).__name__}: {next(iter(str(err).strip().splitlines()), '')}"
+        if explicit:
+            raise VmrnnError(f"--cuda-graphs: capturing the training step as CUDA graphs failed ({reason}); "
+                             "pass --no-cuda-graphs to train without them") from err
+        _log(ranks, f"warning: capturing the training step as CUDA graphs failed ({reason}); training without them "
+                    "(--no-cuda-graphs skips the capture and this warning)")
+        return None
+
+
 def compiled_forward(model: nn.Module, shape: tuple[int, ...], horizon: int) -> Callable[[Tensor, int], Tensor]:
     """model's forward through torch.compile (default mode; compiled by the first call) for inputs of `shape` at
     `horizon`; other shapes run eager rather than compile again. Shapes stay static even where dynamo met the model
@@ -364,11 +381,6 @@ def _train(cube: Cube, run_dir: Path, config: TrainConfig, geo: dict[str, Any], 
         torch.set_rng_state(ckpt.state["rng_cpu"])
         if device.type == "cuda" and ckpt.state.get("rng_cuda") is not None:
             torch.cuda.set_rng_state(ckpt.state["rng_cuda"], device)
-    elif ranks.main:
-        run_dir.mkdir(parents=True, exist_ok=True)
-        for name in RUN_FILES:
-            (run_dir / name).unlink(missing_ok=True)
-        (run_dir / "config.toml").write_text(to_toml(config))
     model = DistributedDataParallel(net) if ranks.world > 1 else net
     sampler = DistributedSampler(train_set, ranks.world, ranks.rank, shuffle=True, seed=config.seed)
     steps_per_epoch = math.ceil(len(sampler) / config.batch_size)
@@ -388,6 +400,22 @@ def _train(cube: Cube, run_dir: Path, config: TrainConfig, geo: dict[str, Any], 
     if state.epoch >= config.epochs:
         _log(ranks, f"{run_dir}: training already finished ({config.epochs} epochs)")
         return written
+    forward: Callable[[Tensor, int], Tensor] = model
+    shape = (config.batch_size, cube.input_frames, len(cube.band_names), cube.patch_size, cube.patch_size)
+    if graphs:  # before the run directory is written: a refused capture leaves no run behind
+        capture_started = time.perf_counter()
+        graphed = _graphed_unless_failed(net, shape, cube.output_frames, device, config.cuda_graphs is True, ranks)
+        graphs = graphed is not None
+        if graphed is not None:
+            forward = graphed
+            _log(ranks, f"captured the training step as CUDA graphs in {time.perf_counter() - capture_started:.1f} s")
+    elif config.compile:
+        forward = compiled_forward(model, shape, cube.output_frames)
+    if ckpt is None and ranks.main:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        for name in RUN_FILES:
+            (run_dir / name).unlink(missing_ok=True)
+        (run_dir / "config.toml").write_text(to_toml(config))
     modes = [name for name, on in (("per-frame activation checkpointing", config.grad_checkpoint),
                                    ("CUDA graphs", graphs),
                                    ("torch.compile (the first full batch compiles)", config.compile)) if on]
@@ -395,14 +423,6 @@ def _train(cube: Cube, run_dir: Path, config: TrainConfig, geo: dict[str, Any], 
                 + "".join(f", {mode}" for mode in modes) + f": {len(train_set)} train / "
                 f"{len(val_set)} val windows, {steps_per_epoch} steps per epoch"
                 + ("" if len(val_set) else "; no validation windows, best.pt follows the training loss"))
-    forward: Callable[[Tensor, int], Tensor] = model
-    shape = (config.batch_size, cube.input_frames, len(cube.band_names), cube.patch_size, cube.patch_size)
-    if graphs:
-        capture_started = time.perf_counter()
-        forward = graphed_forward(net, shape, cube.output_frames, device, bf16=True)  # as _forward_loss on CUDA
-        _log(ranks, f"captured the training step as CUDA graphs in {time.perf_counter() - capture_started:.1f} s")
-    elif config.compile:
-        forward = compiled_forward(model, shape, cube.output_frames)
     show = ranks.main and sys.stderr.isatty()
     with stop_on_signals() as received, _progress(show) as bar:
         for epoch in range(state.epoch, config.epochs):
