@@ -39,11 +39,13 @@ class Config(NamedTuple):
     par_chunk: int  # steps between stored states when the chunk-parallel backward runs
     par_block_d: int  # channels per chunk-parallel-backward program
     par_warps: int
-    seq_min_programs: int  # programs the sequential kernels need to fill the GPU; the sequence is split to get them
-    min_segment: int  # fewest steps per segment; where that stops the split short, the chunk-parallel backward runs
+    seq_min_programs: int  # with fewer sequential programs than this the GPU idles: the sequence is split, ...
+    split_programs: int  # ... into as many segments as bring the programs to this (a split costs a second pass),
+    min_segment: int  # of at least this many steps; where that stops short of seq_min_programs, the
+    # chunk-parallel backward runs on the unsplit sequence
 
 
-CONFIG = Config(16, 8, 16, 16, 8, 2, 768, 128)  # H100 measurements: benchmarks/gpu/NOTES.md, sessions 3 and 5
+CONFIG = Config(16, 8, 16, 16, 8, 2, 768, 2048, 128)  # H100 measurements: benchmarks/gpu/NOTES.md, sessions 3, 5
 
 
 @triton.jit
@@ -373,11 +375,13 @@ def sequential_programs(batch: int, dim: int, config: Config) -> int:
 
 
 def plan(batch: int, length: int, dim: int, config: Config) -> Plan:
-    """Split the sequence in two until the sequential kernels have config.seq_min_programs programs or a segment
-    would be shorter than config.min_segment steps; the sequential backward runs if the programs were reached."""
+    """With fewer than config.seq_min_programs sequential programs, split the sequence in two until they reach
+    config.split_programs or a segment would be shorter than config.min_segment steps; the sequential backward
+    runs if seq_min_programs were reached."""
     programs = sequential_programs(batch, dim, config)
     segments = 1
-    while programs * segments < config.seq_min_programs and length >= 2 * segments * config.min_segment:
+    while (programs < config.seq_min_programs and programs * segments < config.split_programs
+           and length >= 2 * segments * config.min_segment):
         segments *= 2
     if programs * segments < config.seq_min_programs:
         n_chunks = triton.cdiv(length, config.par_chunk)
@@ -391,7 +395,8 @@ def force_layout(config: Config, backward: str, batch: int, dim: int) -> Config:
     """config made to run one backward wherever it can: "sequential" (unsplit), "parallel", or "segmented" (the
     sequential one over four segments, on sequences of at least four steps); for tests and benchmarks."""
     if backward == "segmented":
-        return config._replace(seq_min_programs=4 * sequential_programs(batch, dim, config), min_segment=1)
+        programs = 4 * sequential_programs(batch, dim, config)
+        return config._replace(seq_min_programs=programs, split_programs=programs, min_segment=1)
     return config._replace(seq_min_programs={"sequential": 0, "parallel": 10**9}[backward], min_segment=10**9)
 
 

@@ -67,7 +67,7 @@ def _interpreter_worker() -> None:
     for (case, (batch, height, width, dim, N, strided, blocks)), backward in itertools.product(CASES.items(),
                                                                                               BACKWARDS):
         inputs = make_inputs(batch, height, width, dim, N, strided)
-        config = triton_ss2d.force_layout(triton_ss2d.Config(*blocks, 0, 0), backward, batch, dim)
+        config = triton_ss2d.force_layout(triton_ss2d.Config(*blocks, 0, 0, 0), backward, batch, dim)
         layout = triton_ss2d.plan(batch, height * width, dim, config)
 
         def fn(u, delta, A, B, C, D, delta_bias, config=config):
@@ -89,6 +89,23 @@ def test_interpreter_matches_plain_path(interpreter_errors, case, backward):
     assert (sequential, segments > 1) == (backward != "parallel", backward == "segmented")
     assert set(errs) == set(NAMES) | {"out_no_grad"}
     assert all(e < 1e-4 for e in errs.values()), errs
+
+
+@pytest.mark.parametrize(("batch", "length", "dim", "expected"), [
+    (16, 1024, 256, (True, 1)),  # Moving-MNIST's first stage: 1024 programs fill the GPU unsplit
+    (4, 4096, 256, (True, 8)),  # KTH at batch 4: 256 programs, split to 2048
+    (1, 8192, 256, (True, 32)),  # 64 programs, split to 2048
+    (1, 1024, 256, (False, 1)),  # segments of 128 steps give 512 programs at most: the chunk-parallel backward
+    (4, 300, 256, (False, 1)),  # 256 programs, split once at most: too few, the chunk-parallel backward runs
+    (1, 64, 32, (False, 1)),
+])
+def test_plan_splits_only_where_programs_are_too_few(batch, length, dim, expected):
+    from models.scan import triton_ss2d
+
+    layout = triton_ss2d.plan(batch, length, dim, triton_ss2d.CONFIG)
+    assert (layout.sequential, layout.segments) == expected
+    assert layout.seg_chunks * layout.segments >= layout.n_chunks > layout.seg_chunks * (layout.segments - 1)
+    assert layout.n_chunks * layout.chunk >= length
 
 
 @pytest.mark.gpu
