@@ -75,6 +75,23 @@ def ss2d_scan(u: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Tensor, D: Tens
     return ss2d_scan_plain(u, delta, A, B, C, D, delta_bias, backend)
 
 
+def norm_gate(y: Tensor, z: Tensor, norm: nn.LayerNorm) -> Tensor:
+    """SS2D's output gate: LayerNorm of the merged scan, in z's dtype, times SiLU(z)."""
+    return norm(y).to(z.dtype) * F.silu(z)
+
+
+def scan_norm_gate(u: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Tensor, D: Tensor, delta_bias: Tensor,
+                   z: Tensor, norm: nn.LayerNorm, backend: str = "auto") -> Tensor:
+    """`norm_gate(ss2d_scan(...), z, norm)`; in inference the "triton" backend fuses the directions' sum into the
+    gate's kernel (models/triton_norm_gate.py) instead of summing, normalising, casting and gating one by one."""
+    if not torch.is_grad_enabled() and resolve_backend(backend, u.device) == "triton":
+        from models.scan.triton_ss2d import ss2d_directions_triton
+        from models.triton_norm_gate import norm_gate_triton
+
+        return norm_gate_triton(ss2d_directions_triton(u, delta, A, B, C, D, delta_bias), z, norm)
+    return norm_gate(ss2d_scan(u, delta, A, B, C, D, delta_bias, backend), z, norm)
+
+
 class SS2D(nn.Module):
     """in_proj -> (x, z); depthwise 3x3 conv + SiLU on x; four-way selective scan; LayerNorm; gate SiLU(z); out_proj.
 
@@ -119,7 +136,6 @@ class SS2D(nn.Module):
         x_dbl = torch.einsum("bhwd,kcd->bhwkc", x, self.x_proj_weight)  # each direction's dt, B, C per token
         dts, Bs, Cs = torch.split(x_dbl, [self.dt_rank, self.d_state, self.d_state], dim=-1)
         dts = dt_projection(dts, self.dt_projs_weight)
-        y = ss2d_scan(x, dts, -torch.exp(self.A_logs.float()), Bs, Cs, self.Ds, self.dt_projs_bias.view(-1),
-                      backend=self.scan_backend)
-        y = self.out_norm(y).to(z.dtype) * F.silu(z)
+        y = scan_norm_gate(x, dts, -torch.exp(self.A_logs.float()), Bs, Cs, self.Ds, self.dt_projs_bias.view(-1), z,
+                           self.out_norm, backend=self.scan_backend)
         return self.out_proj(y)

@@ -470,15 +470,21 @@ def _launch_bwd(u, delta, A, B, C, D, bias, hstart, dout, config):
     return du.sum(3).to(u.dtype), ddelta, dA, dB.to(B.dtype), dC.to(C.dtype), dD, dbias
 
 
+def _kernel_inputs(u, delta, A, B, C, D, delta_bias):
+    """The inputs in the layouts the kernels read: u and delta contiguous, B and C sharing strides with N's
+    contiguous (views into one tensor stay views), the parameters float32."""
+    u, delta = u.contiguous(), delta.contiguous()
+    if B.stride(-1) != 1 or C.stride(-1) != 1 or _bc_strides(B) != _bc_strides(C):
+        B, C = B.contiguous(), C.contiguous()
+    return u, delta, A.float().contiguous(), B, C, D.float().contiguous(), delta_bias.float().contiguous()
+
+
 class SS2DScanTriton(torch.autograd.Function):
     """Autograd wrapper of the fused kernels; `config` is a Config (benchmarks pass others)."""
 
     @staticmethod
     def forward(ctx, u, delta, A, B, C, D, delta_bias, config):
-        u, delta = u.contiguous(), delta.contiguous()
-        if B.stride(-1) != 1 or C.stride(-1) != 1 or _bc_strides(B) != _bc_strides(C):
-            B, C = B.contiguous(), C.contiguous()
-        A, D, delta_bias = A.float().contiguous(), D.float().contiguous(), delta_bias.float().contiguous()
+        u, delta, A, B, C, D, delta_bias = _kernel_inputs(u, delta, A, B, C, D, delta_bias)
         store_states = any(ctx.needs_input_grad)  # inference needs no chunk-start states
         out, hstart = _launch_fwd(u, delta, A, B, C, D, delta_bias, store_states, config)
         ctx.save_for_backward(u, delta, A, B, C, D, delta_bias, hstart)
@@ -502,3 +508,12 @@ def ss2d_scan_triton(u: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Tensor, 
     """
     _check(u)
     return SS2DScanTriton.apply(u, delta, A, B, C, D, delta_bias, CONFIG)
+
+
+def ss2d_directions_triton(u: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Tensor, D: Tensor,
+                           delta_bias: Tensor) -> Tensor:
+    """Inference: the four directions' outputs on the grid, (b, H, W, 4, d) float32, not yet summed (for
+    models.triton_norm_gate, which sums them as it reads them); arguments as `ss2d_scan_triton`'s."""
+    _check(u)
+    out, _ = _launch_fwd(*_kernel_inputs(u, delta, A, B, C, D, delta_bias), False, CONFIG)
+    return out
