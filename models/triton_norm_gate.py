@@ -7,8 +7,6 @@ is read once and its gated, normalised sum written once, in z's dtype. No backwa
 
 from __future__ import annotations
 
-import math
-
 import torch
 import triton
 import triton.language as tl
@@ -41,16 +39,15 @@ def norm_gate_triton(y4: Tensor, z: Tensor, norm: nn.LayerNorm) -> Tensor:
     """`models.ss2d.norm_gate` of the directions' sum, fused: y4 (b, H, W, 4, d) float32; z (b, H, W, d), a slice of
     in_proj's output read in place; returns (b, H, W, d) in z's dtype."""
     y4 = y4.contiguous()
-    rows = [z.stride(-2) * math.prod(z.shape[i + 1:-1]) for i in range(z.dim() - 1)]
-    if z.stride(-1) != 1 or list(z.stride()[:-1]) != rows:  # tokens not evenly strided
-        z = z.contiguous()
     dim = y4.shape[-1]
-    tokens = z[..., 0].numel()
+    rows = z.reshape(-1, dim)  # a view where the tokens are evenly strided (a slice of in_proj's output is)
+    if rows.stride(-1) != 1:
+        rows = rows.contiguous()
     out = torch.empty(z.shape, device=z.device, dtype=z.dtype)
     block_d = triton.next_power_of_2(dim)
     block_t = max(1, ROW_ELEMENTS // block_d)
-    _norm_gate_kernel[(triton.cdiv(tokens, block_t),)](
-        y4, z, norm.weight, norm.bias, out, tokens, dim, z.stride(-2), norm.eps,
+    _norm_gate_kernel[(triton.cdiv(rows.shape[0], block_t),)](
+        y4, rows, norm.weight, norm.bias, out, rows.shape[0], dim, rows.stride(0), norm.eps,
         BLOCK_T=block_t, BLOCK_D=block_d, num_warps=4,
     )
     return out

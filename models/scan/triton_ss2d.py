@@ -84,6 +84,13 @@ def _bias_and_D(bias_ptr, D_ptr, channel, mask_d):
 
 
 @triton.jit
+def _rates_log2(At_ptr, channel, offs_n, dim, mask_dn):
+    """A * log2(e) of the program's (channels, states), read from A transposed (N, 4 * dim): channels contiguous,
+    which gives the forward-layout kernels one channel per lane."""
+    return tl.load(At_ptr + channel[:, None] + offs_n[None, :] * 4 * dim, mask=mask_dn, other=0.0) * LOG2E
+
+
+@triton.jit
 def _segment_chunks(seg, seg_chunks, n_chunks):
     """The first chunk of segment `seg` and its number of chunks (the last segment may be shorter)."""
     c0 = seg * seg_chunks
@@ -105,7 +112,7 @@ def _ss2d_fwd_kernel(
     seg = tl.program_id(2)
     L = H * W
     mask_dn = mask_d[:, None] & mask_n[None, :]
-    A2 = tl.load(At_ptr + channel[:, None] + offs_n[None, :] * 4 * dim, mask=mask_dn, other=0.0).to(tl.float32) * LOG2E
+    A2 = _rates_log2(At_ptr, channel, offs_n, dim, mask_dn)
     bias, Dv = _bias_and_D(bias_ptr, D_ptr, channel, mask_d)
 
     u_row = u_ptr + b * L * dim + offs_d  # u (b, L, dim)
@@ -157,7 +164,7 @@ def _ss2d_bwd_carry_kernel(
     seg = tl.program_id(2) + 1  # nothing is carried into the first segment's start
     L = H * W
     mask_dn = mask_d[:, None] & mask_n[None, :]
-    A2 = tl.load(At_ptr + channel[:, None] + offs_n[None, :] * 4 * dim, mask=mask_dn, other=0.0).to(tl.float32) * LOG2E
+    A2 = _rates_log2(At_ptr, channel, offs_n, dim, mask_dn)
     bias = tl.load(bias_ptr + channel, mask=mask_d, other=0.0).to(tl.float32)
     dy_row = dout_ptr + b * L * dim + offs_d
     dk_row = (b * L * 4 + k) * dim + offs_d
@@ -175,9 +182,9 @@ def _ss2d_bwd_carry_kernel(
             dy = tl.load(dy_row + p * dim, mask=valid, other=0.0)
             carry = tl.exp2(dt[:, None] * A2) * (dy[:, None] * Cv[None, :] + carry)
             sdt_acc += dt
-    seg_row = (b * 4 + k) * n_segments + seg
-    tl.store(carry_ptr + seg_row * dim * N + offs_d[:, None] * N + offs_n[None, :], carry, mask=mask_dn)
-    tl.store(sdt_ptr + seg_row * dim + offs_d, sdt_acc, mask=mask_d)
+    seg_row = (b * 4 + k) * n_segments
+    tl.store(carry_ptr + (seg_row + seg) * dim * N + offs_d[:, None] * N + offs_n[None, :], carry, mask=mask_dn)
+    tl.store(sdt_ptr + (seg_row + seg) * dim + offs_d, sdt_acc, mask=mask_d)
 
 
 @triton.jit
@@ -400,9 +407,9 @@ def force_layout(config: Config, backward: str, batch: int, dim: int) -> Config:
     return config._replace(seq_min_programs={"sequential": 0, "parallel": 10**9}[backward], min_segment=10**9)
 
 
-def _segment_summaries(batch: int, plan: Plan, dim: int, N: int, device: torch.device) -> tuple[Tensor, Tensor]:
+def _segment_summaries(batch: int, layout: Plan, dim: int, N: int, device: torch.device) -> tuple[Tensor, Tensor]:
     """Buffers for each segment's pass-1 state (b, 4, S, N * dim) and summed dt (b, 4, S, dim)."""
-    shape = (batch, DIRECTIONS, plan.segments)
+    shape = (batch, DIRECTIONS, layout.segments)
     return (torch.empty(*shape, N * dim, device=device, dtype=torch.float32),
             torch.empty(*shape, dim, device=device, dtype=torch.float32))
 

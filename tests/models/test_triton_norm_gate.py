@@ -59,11 +59,13 @@ def module_error(device="cpu", autocast=False) -> float:
 def _interpreter_worker() -> None:
     """Run every CPU case under the interpreter and print their errors as JSON."""
     report = {name: gate_error(*gate_inputs(*shape)) for name, shape in CASES.items()}
+    y4, z, norm = gate_inputs(*CASES["ragged"])
+    report["transposed"] = gate_error(y4.transpose(1, 2), z.transpose(1, 2), norm)  # z's tokens not evenly strided
     report["module"] = module_error()
     print(json.dumps(report))
 
 
-@pytest.mark.parametrize("case", sorted(CASES) + ["module"])
+@pytest.mark.parametrize("case", sorted(CASES) + ["transposed", "module"])
 def test_interpreter_matches_plain_gate(interpreter_errors, case):
     assert interpreter_errors[case] < 1e-5, interpreter_errors
 
