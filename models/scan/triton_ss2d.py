@@ -4,8 +4,11 @@ The plain path (models/ss2d.py) copies the grid into four scan orders (rows, col
 casts to float32, scans, and copies back. Here one program owns one batch element, one direction and a
 block of channels, and walks the grid in its direction by index arithmetic: every tensor stays in its
 channels-last (batch, H*W, ...) layout and dtype, and only the four directions' outputs are summed.
-The forward steps through the tokens one at a time and stores the state at every chunk start. Two
-backward kernels recompute a chunk from its stored start and carry dL/dh back through it: the
+The forward steps through the tokens one at a time and stores the state at every chunk start. It loads
+B and C as (channels, N) tiles whose rows repeat one token's N values: from those loads Triton lays the state
+out as one channel and 8 contiguous states per lane, each lane reading its 8 B (or C) values in one 16-byte
+load (B and C are copied where their strides do not allow that).
+Two backward kernels recompute a chunk from its stored start and carry dL/dh back through it: the
 sequential one steps like the forward, keeping the chunk's states in registers (fast when there are
 enough programs to fill the GPU); the chunk-parallel one scans a chunk with `tl.associative_scan` as
 triton_scan.py does (where even a split sequence leaves too few programs for the sequential one).
@@ -56,12 +59,37 @@ def _position(step, direction, H, W, L):
 
 
 @triton.jit
+def _valid_at(step, L, mask_d, mask_n):
+    """The channel and state masks of a step, off past the last token."""
+    return (mask_d & (tl.full(mask_d.shape, step, tl.int32) < L),
+            mask_n & (tl.full(mask_n.shape, step, tl.int32) < L))
+
+
+@triton.jit
 def _step_at(step, k, H, W, L, mask_d, mask_n):
     """Grid index of direction k's step-th token, and the channel and state masks, off past the last token."""
-    p = _position(step, k, H, W, L)
-    valid_d = mask_d & (tl.full(mask_d.shape, step, tl.int32) < L)
-    valid_n = mask_n & (tl.full(mask_n.shape, step, tl.int32) < L)
-    return p, valid_d, valid_n
+    valid_d, valid_n = _valid_at(step, L, mask_d, mask_n)
+    return _position(step, k, H, W, L), valid_d, valid_n
+
+
+@triton.jit
+def _walk(step, k, H, W, L):
+    """Direction k's walk over the grid from its step-th token, so that later tokens need no division: that
+    token's grid index; the index increment between tokens of one run (a row, or a column: all of L for the row
+    directions); the increment from a run's last token to the next run's first; the run length; and the tokens
+    left in the current run after this one."""
+    cols = k % 2 == 1
+    sign = tl.where(k >= 2, -1, 1)
+    run = tl.where(cols, H, L)
+    return (_position(step, k, H, W, L), tl.where(cols, W, 1) * sign, (1 - (H - 1) * W) * sign, run,
+            run - 1 - step % run)
+
+
+@triton.jit
+def _walk_next(p, rem, inner, jump, run):
+    """The grid index of the walk's next token, and the steps left in its run."""
+    wrap = rem == 0
+    return p + tl.where(wrap, jump, inner), tl.where(wrap, run - 1, rem - 1)
 
 
 @triton.jit
@@ -84,10 +112,17 @@ def _bias_and_D(bias_ptr, D_ptr, channel, mask_d):
 
 
 @triton.jit
-def _rates_log2(At_ptr, channel, offs_n, dim, mask_dn):
-    """A * log2(e) of the program's (channels, states), read from A transposed (N, 4 * dim): channels contiguous,
-    which gives the forward-layout kernels one channel per lane."""
-    return tl.load(At_ptr + channel[:, None] + offs_n[None, :] * 4 * dim, mask=mask_dn, other=0.0) * LOG2E
+def _rates_log2(A_ptr, dn_offs, mask_dn):
+    """A * log2(e) of the program's (channels, states)."""
+    return tl.load(A_ptr + dn_offs, mask=mask_dn, other=0.0) * LOG2E
+
+
+@triton.jit
+def _load_bc(ptr, bc_tile, p, bc_stride_l, valid, valid_n):
+    """B or C of the token at p as a (channels, states) tile, each row the same N values: a tile whose N axis is
+    contiguous is what makes Triton give each lane 8 contiguous states, loaded 16 bytes at a time."""
+    mask = valid[:, None] & valid_n[None, :]
+    return tl.load(ptr + bc_tile + p * bc_stride_l, mask=mask, other=0.0).to(tl.float32)
 
 
 @triton.jit
@@ -97,9 +132,9 @@ def _segment_chunks(seg, seg_chunks, n_chunks):
     return c0, tl.minimum(n_chunks - c0, seg_chunks)
 
 
-@triton.jit(do_not_specialize=["dim"])  # unknown alignment keeps one channel per lane
+@triton.jit
 def _ss2d_fwd_kernel(
-    u_ptr, delta_ptr, At_ptr, B_ptr, C_ptr, D_ptr, bias_ptr, out_ptr, hstart_ptr, hend_ptr, sdt_ptr,
+    u_ptr, delta_ptr, A_ptr, B_ptr, C_ptr, D_ptr, bias_ptr, out_ptr, hstart_ptr, hend_ptr, sdt_ptr,
     dim, H, W, N, n_chunks, seg_chunks, n_segments, bc_stride_b, bc_stride_l, bc_stride_k,
     LOCAL: tl.constexpr, STORE_STATES: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_N: tl.constexpr,
     CHUNK: tl.constexpr,
@@ -112,15 +147,15 @@ def _ss2d_fwd_kernel(
     seg = tl.program_id(2)
     L = H * W
     mask_dn = mask_d[:, None] & mask_n[None, :]
-    A2 = _rates_log2(At_ptr, channel, offs_n, dim, mask_dn)
+    A2 = _rates_log2(A_ptr, channel[:, None] * N + offs_n[None, :], mask_dn)
     bias, Dv = _bias_and_D(bias_ptr, D_ptr, channel, mask_d)
 
     u_row = u_ptr + b * L * dim + offs_d  # u (b, L, dim)
     dk_row = (b * L * 4 + k) * dim + offs_d  # delta and out (b, L, 4, dim)
-    bc_row = b * bc_stride_b + k * bc_stride_k + offs_n  # B, C (b, L, 4, N), any strides but N's
-    state_offs = offs_n[None, :] * dim + offs_d[:, None]  # one (N, dim) state
-    hs_offs = (b * 4 + k) * n_chunks * N * dim + state_offs  # (b, 4, n_chunks, N, dim)
-    seg_row = (b * 4 + k) * n_segments  # segment summaries: end states (b, 4, S, N, dim), summed dt (b, 4, S, dim)
+    bc_tile = b * bc_stride_b + k * bc_stride_k + offs_n[None, :] + 0 * offs_d[:, None]  # B, C (b, L, 4, N)
+    state_offs = offs_d[:, None] * N + offs_n[None, :]  # one (dim, N) state
+    hs_offs = (b * 4 + k) * n_chunks * dim * N + state_offs  # (b, 4, n_chunks, dim, N)
+    seg_row = (b * 4 + k) * n_segments  # segment summaries: end states (b, 4, S, dim, N), summed dt (b, 4, S, dim)
     h = tl.zeros([BLOCK_D, BLOCK_N], dtype=tl.float32)
     if not LOCAL:
         for r in range(seg):
@@ -129,31 +164,35 @@ def _ss2d_fwd_kernel(
             h = tl.exp2(sdt[:, None] * A2) * h + h_end
     sdt_acc = tl.zeros([BLOCK_D], dtype=tl.float32)
     c0, chunks = _segment_chunks(seg, seg_chunks, n_chunks)
+    p, inner, jump, run, rem = _walk(c0 * CHUNK, k, H, W, L)
     for c in range(c0, c0 + chunks):
         if STORE_STATES:
             tl.store(hstart_ptr + hs_offs + c * dim * N, h, mask=mask_dn)
         for j in tl.static_range(CHUNK):
-            step = c * CHUNK + j
-            p, valid, valid_n = _step_at(step, k, H, W, L, mask_d, mask_n)
+            valid, valid_n = _valid_at(c * CHUNK + j, L, mask_d, mask_n)
+            # every load of the step before any arithmetic, B and C first: instructions issue in order, and where
+            # ptxas placed the B/C loads after the softplus they were issued only once delta's load had returned
+            Bv = _load_bc(B_ptr, bc_tile, p, bc_stride_l, valid, valid_n)
+            if not LOCAL:
+                Cv = _load_bc(C_ptr, bc_tile, p, bc_stride_l, valid, valid_n)
             u = tl.load(u_row + p * dim, mask=valid, other=0.0).to(tl.float32)
-            dt = _softplus(tl.load(delta_ptr + dk_row + p * 4 * dim, mask=valid, other=0.0).to(tl.float32) + bias)
-            dt = tl.where(valid, dt, 0.0)
-            Bv = tl.load(B_ptr + bc_row + p * bc_stride_l, mask=valid_n, other=0.0).to(tl.float32)
-            h = tl.exp2(dt[:, None] * A2) * h + (dt * u)[:, None] * Bv[None, :]
+            raw = tl.load(delta_ptr + dk_row + p * 4 * dim, mask=valid, other=0.0).to(tl.float32)
+            dt = tl.where(valid, _softplus(raw + bias), 0.0)
+            h = tl.exp2(dt[:, None] * A2) * h + (dt * u)[:, None] * Bv
             if LOCAL:
                 sdt_acc += dt
             else:
-                Cv = tl.load(C_ptr + bc_row + p * bc_stride_l, mask=valid_n, other=0.0).to(tl.float32)
-                y = tl.sum(h * Cv[None, :], axis=1) + u * Dv
+                y = tl.sum(h * Cv, axis=1) + u * Dv
                 tl.store(out_ptr + dk_row + p * 4 * dim, y, mask=valid)
+            p, rem = _walk_next(p, rem, inner, jump, run)
     if LOCAL:
         tl.store(hend_ptr + (seg_row + seg) * N * dim + state_offs, h, mask=mask_dn)
         tl.store(sdt_ptr + (seg_row + seg) * dim + offs_d, sdt_acc, mask=mask_d)
 
 
-@triton.jit(do_not_specialize=["dim"])
+@triton.jit
 def _ss2d_bwd_carry_kernel(
-    delta_ptr, At_ptr, C_ptr, bias_ptr, dout_ptr, carry_ptr, sdt_ptr,
+    delta_ptr, A_ptr, C_ptr, bias_ptr, dout_ptr, carry_ptr, sdt_ptr,
     dim, H, W, N, n_chunks, seg_chunks, n_segments, bc_stride_b, bc_stride_l, bc_stride_k,
     BLOCK_D: tl.constexpr, BLOCK_N: tl.constexpr, CHUNK: tl.constexpr,
 ):
@@ -164,11 +203,11 @@ def _ss2d_bwd_carry_kernel(
     seg = tl.program_id(2) + 1  # nothing is carried into the first segment's start
     L = H * W
     mask_dn = mask_d[:, None] & mask_n[None, :]
-    A2 = _rates_log2(At_ptr, channel, offs_n, dim, mask_dn)
+    A2 = _rates_log2(A_ptr, channel[:, None] * N + offs_n[None, :], mask_dn)
     bias = tl.load(bias_ptr + channel, mask=mask_d, other=0.0).to(tl.float32)
     dy_row = dout_ptr + b * L * dim + offs_d
     dk_row = (b * L * 4 + k) * dim + offs_d
-    bc_row = b * bc_stride_b + k * bc_stride_k + offs_n
+    bc_tile = b * bc_stride_b + k * bc_stride_k + offs_n[None, :] + 0 * offs_d[:, None]
     carry = tl.zeros([BLOCK_D, BLOCK_N], dtype=tl.float32)
     sdt_acc = tl.zeros([BLOCK_D], dtype=tl.float32)
     c0, chunks = _segment_chunks(seg, seg_chunks, n_chunks)
@@ -177,10 +216,10 @@ def _ss2d_bwd_carry_kernel(
         for j in tl.static_range(CHUNK - 1, -1, -1):
             p, valid, valid_n = _step_at(c * CHUNK + j, k, H, W, L, mask_d, mask_n)
             raw = tl.load(delta_ptr + dk_row + p * 4 * dim, mask=valid, other=0.0).to(tl.float32) + bias
-            dt = tl.where(valid, _softplus(raw), 0.0)
-            Cv = tl.load(C_ptr + bc_row + p * bc_stride_l, mask=valid_n, other=0.0).to(tl.float32)
+            Cv = _load_bc(C_ptr, bc_tile, p, bc_stride_l, valid, valid_n)
             dy = tl.load(dy_row + p * dim, mask=valid, other=0.0)
-            carry = tl.exp2(dt[:, None] * A2) * (dy[:, None] * Cv[None, :] + carry)
+            dt = tl.where(valid, _softplus(raw), 0.0)
+            carry = tl.exp2(dt[:, None] * A2) * (dy[:, None] * Cv + carry)
             sdt_acc += dt
     seg_row = (b * 4 + k) * n_segments
     tl.store(carry_ptr + (seg_row + seg) * dim * N + offs_d[:, None] * N + offs_n[None, :], carry, mask=mask_dn)
@@ -292,7 +331,7 @@ def _ss2d_bwd_parallel_kernel(
     A2 = A * LOG2E
     bias, Dv = _bias_and_D(bias_ptr, D_ptr, channel, mask_d)
 
-    hs_offs = ((b * 4 + k) * n_chunks * N + offs_n)[None, :] * dim + offs_d[:, None]
+    hs_offs = ((b * 4 + k) * n_chunks * dim + offs_d)[:, None] * N + offs_n[None, :]  # (b, 4, n_chunks, dim, N)
     first = (offs_l == 0)[None, None, :]
     last = (offs_l == BLOCK_L - 1)[None, None, :]
     g_next = tl.zeros([BLOCK_D, BLOCK_N], dtype=tl.float32)  # dL/dh at the first step of the chunk after
@@ -408,9 +447,9 @@ def force_layout(config: Config, backward: str, batch: int, dim: int) -> Config:
 
 
 def _segment_summaries(batch: int, layout: Plan, dim: int, N: int, device: torch.device) -> tuple[Tensor, Tensor]:
-    """Buffers for each segment's pass-1 state (b, 4, S, N * dim) and summed dt (b, 4, S, dim)."""
+    """Buffers for each segment's pass-1 state (b, 4, S, dim * N) and summed dt (b, 4, S, dim)."""
     shape = (batch, DIRECTIONS, layout.segments)
-    return (torch.empty(*shape, N * dim, device=device, dtype=torch.float32),
+    return (torch.empty(*shape, dim * N, device=device, dtype=torch.float32),
             torch.empty(*shape, dim, device=device, dtype=torch.float32))
 
 
@@ -420,15 +459,14 @@ def _launch_fwd(u, delta, A, B, C, D, bias, store_states, config):
     block_d = _block_d(config.block_d, dim)
     layout = plan(batch, height * width, dim, config)
     out = torch.empty(batch, height, width, DIRECTIONS, dim, device=u.device, dtype=torch.float32)
-    hstart = torch.empty(batch, DIRECTIONS, layout.n_chunks if store_states else 1, N, dim, device=u.device,
+    hstart = torch.empty(batch, DIRECTIONS, layout.n_chunks if store_states else 1, dim, N, device=u.device,
                          dtype=torch.float32)
     hend, sdt = _segment_summaries(batch, layout, dim, N, u.device)
-    At = A.t().contiguous()
     grid = (triton.cdiv(dim, block_d), batch * DIRECTIONS)
     for local, segments in ((True, layout.segments - 1), (False, layout.segments)):
         if segments:
             _ss2d_fwd_kernel[(*grid, segments)](
-                u, delta, At, B, C, D, bias, out, hstart, hend, sdt,
+                u, delta, A, B, C, D, bias, out, hstart, hend, sdt,
                 dim, height, width, N, layout.n_chunks, layout.seg_chunks, layout.segments, *_bc_strides(B),
                 LOCAL=local, STORE_STATES=store_states and not local, BLOCK_D=block_d,
                 BLOCK_N=triton.next_power_of_2(N), CHUNK=layout.chunk, num_warps=1,
@@ -449,7 +487,7 @@ def _launch_bwd(u, delta, A, B, C, D, bias, hstart, dout, config):
         if layout.segments > 1:
             block_d = _block_d(config.block_d, dim)
             _ss2d_bwd_carry_kernel[(triton.cdiv(dim, block_d), batch * DIRECTIONS, layout.segments - 1)](
-                delta, A.t().contiguous(), C, bias, dout, carry, sdt,
+                delta, A, C, bias, dout, carry, sdt,
                 dim, height, width, N, layout.n_chunks, layout.seg_chunks, layout.segments, *_bc_strides(B),
                 BLOCK_D=block_d, BLOCK_N=triton.next_power_of_2(N), CHUNK=layout.chunk, num_warps=1,
             )
@@ -457,8 +495,6 @@ def _launch_bwd(u, delta, A, B, C, D, bias, hstart, dout, config):
         blocks = triton.cdiv(dim, block_d)
         dA, dD, dbias = (torch.empty(batch * layout.segments, *t.shape, **f32) for t in (A, D, bias))
         dB, dC = (torch.empty(blocks, batch, height, width, DIRECTIONS, N, **f32) for _ in range(2))
-        # states N-minor: the layout then puts N across lanes (forward stores them the other way, for its own layout)
-        hstart = hstart.transpose(-1, -2).contiguous()
         _ss2d_bwd_sequential_kernel[(blocks, batch * DIRECTIONS, layout.segments)](
             u, delta, A, B, C, D, bias, hstart, dout, carry, sdt, du, ddelta, dA, dB, dC, dD, dbias,
             dim, height, width, N, layout.n_chunks, layout.seg_chunks, layout.segments, *_bc_strides(B),
@@ -477,11 +513,18 @@ def _launch_bwd(u, delta, A, B, C, D, bias, hstart, dout, config):
     return du.sum(3).to(u.dtype), ddelta, dA, dB.to(B.dtype), dC.to(C.dtype), dD, dbias
 
 
+def _vector_ready(t: Tensor) -> bool:
+    """Whether Triton can load t's N values 16 bytes at a time: N contiguous, every other stride a multiple of 16
+    (the divisibility Triton specialises on) and the data 16-byte aligned."""
+    return t.stride(-1) == 1 and all(s % 16 == 0 for s in _bc_strides(t)) and t.data_ptr() % 16 == 0
+
+
 def _kernel_inputs(u, delta, A, B, C, D, delta_bias):
-    """The inputs in the layouts the kernels read: u and delta contiguous, B and C sharing strides with N's
-    contiguous (views into one tensor stay views), the parameters float32."""
+    """The inputs in the layouts the kernels read: u and delta contiguous, B and C sharing strides that allow
+    vector loads (views into one tensor whose strides allow it stay views; SS2D's are copied unless its dt rank
+    is a multiple of 16), the parameters float32."""
     u, delta = u.contiguous(), delta.contiguous()
-    if B.stride(-1) != 1 or C.stride(-1) != 1 or _bc_strides(B) != _bc_strides(C):
+    if not (_vector_ready(B) and _vector_ready(C) and _bc_strides(B) == _bc_strides(C)):
         B, C = B.contiguous(), C.contiguous()
     return u, delta, A.float().contiguous(), B, C, D.float().contiguous(), delta_bias.float().contiguous()
 

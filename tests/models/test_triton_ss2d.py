@@ -130,3 +130,21 @@ def test_gpu_matches_plain_path(dtype, backward):
 
 if __name__ == "__main__":
     _interpreter_worker()
+
+
+@pytest.mark.parametrize(("rank", "kept"), [(16, True), (8, False)])
+def test_kernel_inputs_copy_b_and_c_only_where_vector_loads_cannot_read_them(rank, kept):
+    """B and C cut from one (.., 4, rank + 2N) tensor stay views where every stride is a multiple of 16 (the
+    kernels then load 8 of their values at once); SS2D's usual rank 8 gives strides of 40: they are copied."""
+    from models.scan import triton_ss2d
+
+    N = 16
+    x_dbl = torch.randn(2, 3, 5, 4, rank + 2 * N)
+    B, C = x_dbl[..., rank:rank + N], x_dbl[..., rank + N:]
+    u, delta = torch.randn(2, 3, 5, 8), torch.randn(2, 3, 5, 4, 8)
+    _, _, _, B2, C2, _, _ = triton_ss2d._kernel_inputs(u, delta, torch.randn(32, N), B, C, torch.ones(32),
+                                                       torch.zeros(32))
+    assert torch.equal(B2, B) and torch.equal(C2, C)
+    assert (B2.data_ptr() == B.data_ptr() and C2.data_ptr() == C.data_ptr()) == kept
+    assert triton_ss2d._bc_strides(B2) == triton_ss2d._bc_strides(C2)
+    assert all(s % 16 == 0 for s in triton_ss2d._bc_strides(B2))
