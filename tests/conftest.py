@@ -1,10 +1,12 @@
 """Shared fixtures: `cli` runs the command in-process; `tiny_run` is a tiny trained run built once per session;
-`interrupted_train` trains until a SIGINT early in epoch 2."""
+`interrupted_train` trains until a SIGINT early in epoch 2; `workers_collect_first` makes DataLoader workers
+collect the garbage they inherit."""
 
+import gc
 import os
 import signal
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -76,3 +78,21 @@ def interrupted_train(monkeypatch: pytest.MonkeyPatch) -> Callable[[Path, Path, 
         return stop.value
 
     return run
+
+
+@pytest.fixture
+def workers_collect_first(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """DataLoader workers collect garbage as soon as they start, and the test process does not collect on its own:
+    a cycle left when the workers fork is then freed in a worker unless `vmrnn train` collected it before."""
+    from torch.utils.data._utils import worker
+
+    real = worker._worker_loop
+
+    def collecting_first(*args, **kwargs):
+        gc.collect()
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(worker, "_worker_loop", collecting_first)
+    gc.disable()
+    yield
+    gc.enable()

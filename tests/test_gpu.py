@@ -3,7 +3,7 @@ placement, CUDA graphs, torch.compile).
 
 CPU siblings: tests/test_train.py, tests/test_predict.py and tests/test_evaluate.py run the same commands with
 `--device cpu`; tests/test_train_modes.py checks the CUDA-graph dispatch and wiring with plain callables in place of
-the graph.
+the graph; tests/test_train_workers.py checks that DataLoader workers never free the parent's garbage.
 """
 
 import csv
@@ -147,3 +147,17 @@ def test_train_step_modes_follow_a_plain_run(cli, tmp_path, options: list[str], 
         for key in ("train_loss", "val_loss"):
             assert math.isfinite(float(modes[key]))
             assert float(modes[key]) == pytest.approx(float(plain[key]), rel=5e-2)
+
+
+def test_workers_survive_the_parents_cuda_garbage(cli, tiny_run, tmp_path, workers_collect_first) -> None:
+    """A cycle holding a CUDA tensor used on a second stream when the DataLoader workers fork (CUDA-graph captures
+    and earlier work in the same process leave such cycles): a worker that freed it would record a CUDA event
+    for that stream, and die with a CUDA initialization error."""
+    tensor = torch.ones(4, device="cuda")
+    tensor.record_stream(torch.cuda.Stream())
+    cycle = [tensor]
+    cycle.append(cycle)
+    del tensor, cycle
+    code, _, err = cli(["train", tiny_run.cube, "-o", tmp_path / "run", "--embed-dim", "8", "--depths", "1",
+                        "--batch-size", "8", "--device", "cuda", "--epochs", "1", "--workers", "1"])
+    assert code == 0, err

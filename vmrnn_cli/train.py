@@ -10,6 +10,7 @@ the model's forward and backward captured once as CUDA graphs and replayed every
 from __future__ import annotations
 
 import csv
+import gc
 import io
 import math
 import os
@@ -290,6 +291,15 @@ def _forward_loss(model: Callable[[Tensor, int], Tensor], batch: Tensor, cube: C
     return masked_sse(out, batch[:, 1:])
 
 
+def _batches(loader: DataLoader) -> Iterator:
+    """The loader's batches; with worker processes, the garbage is collected first. Workers are forked, and a
+    worker that collects an inherited cycle holding CUDA tensors or graphs (left by a CUDA-graph capture, or by
+    earlier work in the same process) dies with a CUDA initialization error."""
+    if loader.num_workers:
+        gc.collect()
+    return iter(loader)
+
+
 def _validate(net: torch.nn.Module, dataset: WindowDataset, cube: Cube, config: TrainConfig, ranks: Ranks,
               device: torch.device, workers: int) -> float:
     """Masked MSE over all validation windows (all ranks together); NaN when there are none."""
@@ -301,7 +311,7 @@ def _validate(net: torch.nn.Module, dataset: WindowDataset, cube: Cube, config: 
     sse, count = 0.0, 0.0
     net.eval()
     with torch.no_grad():
-        for batch in loader:
+        for batch in _batches(loader):
             s, c = _forward_loss(net, batch.to(device), cube, device)
             sse, count = sse + float(s), count + float(c)
     net.train()
@@ -435,7 +445,7 @@ def _train(cube: Cube, run_dir: Path, config: TrainConfig, geo: dict[str, Any], 
             started = time.perf_counter() - state.seconds
             # sse and valid-pixel count summed on the device: reading them every step would stall the CPU
             running = torch.tensor([state.sse, state.count], dtype=torch.float64, device=device)
-            for batch in loader:
+            for batch in _batches(loader):
                 lr = learning_rate(state.step, total_steps, config.lr)
                 for group in optimizer.param_groups:
                     group["lr"] = lr
