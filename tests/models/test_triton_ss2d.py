@@ -128,10 +128,6 @@ def test_gpu_matches_plain_path(dtype, backward):
     assert all(errs[k] < tol[k] for k in errs), errs
 
 
-if __name__ == "__main__":
-    _interpreter_worker()
-
-
 @pytest.mark.parametrize(("rank", "kept"), [(16, True), (8, False)])
 def test_kernel_inputs_copy_b_and_c_only_where_vector_loads_cannot_read_them(rank, kept):
     """B and C cut from one (.., 4, rank + 2N) tensor stay views where every stride is a multiple of 16 (the
@@ -148,3 +144,7 @@ def test_kernel_inputs_copy_b_and_c_only_where_vector_loads_cannot_read_them(ran
     assert (B2.data_ptr() == B.data_ptr() and C2.data_ptr() == C.data_ptr()) == kept
     assert triton_ss2d._bc_strides(B2) == triton_ss2d._bc_strides(C2)
     assert all(s % 16 == 0 for s in triton_ss2d._bc_strides(B2))
+
+
+if __name__ == "__main__":
+    _interpreter_worker()
