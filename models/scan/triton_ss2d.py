@@ -118,6 +118,13 @@ def _rates_log2(A_ptr, dn_offs, mask_dn):
 
 
 @triton.jit
+def _bc_tile(b, k, offs_d, offs_n, bc_stride_b, bc_stride_k):
+    """Offsets of B's or C's (b, L, 4, N) values for batch b and direction k at the first token, as a (channels,
+    states) tile whose every row holds the same N offsets."""
+    return b * bc_stride_b + k * bc_stride_k + offs_n[None, :] + 0 * offs_d[:, None]
+
+
+@triton.jit
 def _load_bc(ptr, bc_tile, p, bc_stride_l, valid, valid_n):
     """B or C of the token at p as a (channels, states) tile, each row the same N values: a tile whose N axis is
     contiguous is what makes Triton give each lane 8 contiguous states, loaded 16 bytes at a time."""
@@ -152,7 +159,7 @@ def _ss2d_fwd_kernel(
 
     u_row = u_ptr + b * L * dim + offs_d  # u (b, L, dim)
     dk_row = (b * L * 4 + k) * dim + offs_d  # delta and out (b, L, 4, dim)
-    bc_tile = b * bc_stride_b + k * bc_stride_k + offs_n[None, :] + 0 * offs_d[:, None]  # B, C (b, L, 4, N)
+    bc_tile = _bc_tile(b, k, offs_d, offs_n, bc_stride_b, bc_stride_k)
     state_offs = offs_d[:, None] * N + offs_n[None, :]  # one (dim, N) state
     hs_offs = (b * 4 + k) * n_chunks * dim * N + state_offs  # (b, 4, n_chunks, dim, N)
     seg_row = (b * 4 + k) * n_segments  # segment summaries: end states (b, 4, S, dim, N), summed dt (b, 4, S, dim)
@@ -207,7 +214,7 @@ def _ss2d_bwd_carry_kernel(
     bias = tl.load(bias_ptr + channel, mask=mask_d, other=0.0).to(tl.float32)
     dy_row = dout_ptr + b * L * dim + offs_d
     dk_row = (b * L * 4 + k) * dim + offs_d
-    bc_tile = b * bc_stride_b + k * bc_stride_k + offs_n[None, :] + 0 * offs_d[:, None]
+    bc_tile = _bc_tile(b, k, offs_d, offs_n, bc_stride_b, bc_stride_k)
     carry = tl.zeros([BLOCK_D, BLOCK_N], dtype=tl.float32)
     sdt_acc = tl.zeros([BLOCK_D], dtype=tl.float32)
     c0, chunks = _segment_chunks(seg, seg_chunks, n_chunks)
