@@ -1,7 +1,9 @@
 """Chunked parallel selective scan in plain PyTorch: the CPU default, exact to float32 rounding.
 
 The sequence is cut into chunks that are scanned one after another (carrying the state), each under
-activation checkpointing when there are several, so memory grows with the chunk length, not with L.
+activation checkpointing whenever gradients are recorded: a call keeps about its inputs' size for the backward
+and recomputes a chunk's (batch, dim, chunk, N) intermediates there, one chunk at a time. So a train step that
+calls the scan ~100 times holds none of them, and one call's peak grows with the chunk length, not with L.
 Inside a chunk, short sub-chunks are solved in parallel with the cumulative-sum form
 h_t = e^{S_t} sum_{s<=t} e^{-S_s} x_s, where S is the running sum of dt*A after the sub-chunk's first step; the sub-chunk length is picked
 so that |S| stays below `_MAX_EXPONENT` and neither factor can overflow (length 1 needs no exponent
@@ -90,7 +92,7 @@ def selective_scan_torch(
     u_g, dt_g = u.reshape(shape), delta.reshape(shape)
     B, C = B.float(), C.float()
     h = u.new_zeros(batch, groups, dim // groups, n)
-    use_checkpoint = length > chunk_size and torch.is_grad_enabled()
+    use_checkpoint = torch.is_grad_enabled()
     ys = []
     for start in range(0, length, chunk_size):
         part = slice(start, start + chunk_size)

@@ -127,3 +127,22 @@ def test_mamba_scan_matches_reference(shape):
     pytest.importorskip("mamba_ssm", reason="mamba_ssm is not installed")
     inputs = {k: v.detach().cuda().requires_grad_() for k, v in make_inputs(*shape).items()}
     assert_matches_reference(get_backend("mamba"), inputs)
+
+
+@pytest.mark.parametrize("length", [100, 300])  # one chunk, two chunks
+def test_torch_scan_keeps_input_sized_tensors_for_backward(length):
+    """A train step calls the scan ~100 times; each call keeps about its inputs' size for the backward and
+    recomputes its (batch, dim, L, N) intermediates there, or a CPU step needs ~N times the memory."""
+    inputs = make_inputs(2, 16, length, 16, 4, seed=7)
+    saved: dict[int, int] = {}
+
+    def keep(t: torch.Tensor) -> torch.Tensor:
+        saved[t.untyped_storage().data_ptr()] = t.untyped_storage().nbytes()
+        return t
+
+    with torch.autograd.graph.saved_tensors_hooks(keep, lambda t: t):
+        y = selective_scan_torch(**inputs, delta_softplus=True)
+    input_bytes = sum(t.numel() * t.element_size() for t in inputs.values())
+    assert 0 < sum(saved.values()) <= 2 * input_bytes
+    y.sum().backward()
+    assert all(t.grad is not None for t in inputs.values())
