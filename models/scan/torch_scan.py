@@ -23,6 +23,10 @@ from models.scan.reference import finish_output, prepare_delta
 
 _MAX_EXPONENT = 40.0  # e^40 ~ 2e17: room for inputs up to ~1e20 before float32 overflows
 _MAX_SUBCHUNK = 32  # the in-sub-chunk sums are (sub x sub) matrix products: cost grows with sub
+# On the CPU a chunk is cut so that one (batch, dim, chunk, N) float32 intermediate stays below this: glibc's
+# malloc serves blocks over 32 MiB by mmap, whose pages fault afresh on every call (1.8x slower per call at
+# 35 MiB; benchmarks/RESULTS.md, session 7). Padding to whole sub-chunks at most doubles a chunk.
+_CPU_CHUNK_BYTES = 16 * 2**20
 
 
 def _subchunk_length(dt: Tensor, A: Tensor) -> int:
@@ -80,7 +84,8 @@ def selective_scan_torch(
     delta_softplus: bool = False,
     chunk_size: int = 256,
 ) -> Tensor:
-    """Same contract as `selective_scan_reference`; holds at most (batch, dim, chunk_size, N) at once."""
+    """Same contract as `selective_scan_reference`; holds at most (batch, dim, chunk_size, N) at once, and on the
+    CPU chunks of at most `_CPU_CHUNK_BYTES` per such tensor (before padding to whole sub-chunks)."""
     u = u.float()
     batch, dim, length = u.shape
     groups, n = B.shape[1], A.shape[1]
@@ -92,6 +97,8 @@ def selective_scan_torch(
     u_g, dt_g = u.reshape(shape), delta.reshape(shape)
     B, C = B.float(), C.float()
     h = u.new_zeros(batch, groups, dim // groups, n)
+    if u.device.type == "cpu":
+        chunk_size = max(1, min(chunk_size, _CPU_CHUNK_BYTES // max(1, batch * dim * n * 4)))
     use_checkpoint = torch.is_grad_enabled()
     ys = []
     for start in range(0, length, chunk_size):

@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from models.scan import get_backend, resolve_backend, selective_scan, selective_scan_reference, selective_scan_torch
+from models.scan import torch_scan
 
 NAMES = ("u", "delta", "A", "B", "C", "D", "z", "delta_bias")
 
@@ -146,3 +147,20 @@ def test_torch_scan_keeps_input_sized_tensors_for_backward(length):
     assert 0 < sum(saved.values()) <= 2 * input_bytes
     y.sum().backward()
     assert all(t.grad is not None for t in inputs.values())
+
+
+def test_torch_scan_cuts_cpu_chunks_to_the_byte_budget(monkeypatch):
+    """On the CPU no (batch, dim, chunk, N) intermediate exceeds `_CPU_CHUNK_BYTES` (glibc serves large blocks by
+    mmap, page-faulting on every call); the result is still the reference's."""
+    budget = 2 * 16 * 16 * 4 * 24  # 24 steps of (batch 2, dim 16, N 16) float32
+    lengths = []
+    scan_chunk = torch_scan._scan_chunk
+
+    def recording(u, *args):
+        lengths.append(u.shape[-1])
+        return scan_chunk(u, *args)
+
+    monkeypatch.setattr(torch_scan, "_CPU_CHUNK_BYTES", budget)
+    monkeypatch.setattr(torch_scan, "_scan_chunk", recording)
+    assert_matches_reference(selective_scan_torch, make_inputs(2, 16, 100, 16, 4, seed=7))
+    assert set(lengths) == {24, 4}  # 100 steps: four chunks of 24 and one of 4
