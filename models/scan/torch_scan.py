@@ -99,13 +99,12 @@ def selective_scan_torch(
     h = u.new_zeros(batch, groups, dim // groups, n)
     if u.device.type == "cpu":
         chunk_size = max(1, min(chunk_size, _CPU_CHUNK_BYTES // max(1, batch * dim * n * 4)))
-    use_checkpoint = torch.is_grad_enabled()
     ys = []
     for start in range(0, length, chunk_size):
         part = slice(start, start + chunk_size)
         sub = min(chunk_size, _subchunk_length(dt_g[..., part], A))
         args = (u_g[..., part], dt_g[..., part], A, B[..., part], C[..., part], h, sub)
-        if use_checkpoint:
+        if torch.is_grad_enabled():
             y, h = checkpoint(_scan_chunk, *args, use_reentrant=False)
         else:
             y, h = _scan_chunk(*args)
