@@ -35,7 +35,7 @@ def test_unexpected_failure_is_one_line(cli, monkeypatch, tmp_path) -> None:
     def broken(*args, **kwargs):
         raise RuntimeError("disk on fire\nsecond line of detail")
 
-    monkeypatch.setattr("vmrnn_cli.prepare.prepare", broken)
+    monkeypatch.setattr("vmrnn_cli.data.prepare.prepare", broken)
     code, out, err = cli(["prepare", str(tmp_path / "a.tif"), "-o", str(tmp_path / "cube.zarr")])
     assert code == 1 and out == ""
     assert err == "vmrnn: error: RuntimeError: disk on fire (--debug shows the traceback)\n"

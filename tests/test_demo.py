@@ -1,4 +1,4 @@
-"""`vmrnn demo`: the whole job end to end in under 5 minutes, beating persistence; refuses a non-empty OUT_DIR."""
+"""`vmrnn demo`: the whole job end to end in under 5 minutes, beating persistence; refuses a non-empty output directory."""
 
 import json
 import subprocess
@@ -17,7 +17,7 @@ def run_cli(*args: str) -> subprocess.CompletedProcess:
 def test_demo_end_to_end_beats_persistence(tmp_path):
     out = tmp_path / "demo"
     started = time.perf_counter()
-    result = run_cli("demo", str(out), "--device", "cpu")
+    result = run_cli("demo", "-o", str(out), "--device", "cpu")
     elapsed = time.perf_counter() - started
     assert result.returncode == 0, result.stderr
     assert elapsed < 300, f"demo took {elapsed:.0f} s, more than 5 minutes"
@@ -37,7 +37,7 @@ def test_demo_end_to_end_beats_persistence(tmp_path):
 
 def test_demo_refuses_non_empty_out_dir(tmp_path):
     (tmp_path / "notes.txt").write_text("mine")
-    result = run_cli("demo", str(tmp_path))
+    result = run_cli("demo", "-o", str(tmp_path))
     assert result.returncode == 1
     assert result.stderr.strip() == (f"vmrnn: error: {tmp_path}: exists and is not empty; "
                                      "pass --overwrite to replace the demo's files in it")

@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 import rasterio
 
-from vmrnn_cli.checkpoint import build_network
-from vmrnn_cli.config import resolve_config
+from vmrnn_cli.options import resolve_config
+from vmrnn_cli.training.checkpoint import build_network
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 

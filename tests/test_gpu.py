@@ -18,13 +18,14 @@ from rio_cogeo.cogeo import cog_validate
 
 from models import build_model
 from vmrnn_cli import synthetic
-from vmrnn_cli.cube import open_cube
-from vmrnn_cli.dataset import WindowDataset
-from vmrnn_cli.evaluate import MAX_AUTO_WINDOWS
-from vmrnn_cli.loss import masked_sse
-from vmrnn_cli.predict import MAX_GPU_BATCH
-from vmrnn_cli.prepare import prepare
-from vmrnn_cli.train import graphed_forward
+from vmrnn_cli.data.cube import open_cube
+from vmrnn_cli.data.dataset import WindowDataset
+from vmrnn_cli.data.prepare import prepare
+from vmrnn_cli.forecast.rollout import MAX_GPU_BATCH
+from vmrnn_cli.options import PrepareOptions
+from vmrnn_cli.training.loss import masked_sse
+from vmrnn_cli.training.step_modes import graphed_forward
+from vmrnn_cli.verify.evaluate import MAX_AUTO_WINDOWS
 
 pytestmark = [pytest.mark.gpu,
               pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU (CPU siblings in "
@@ -34,8 +35,8 @@ pytestmark = [pytest.mark.gpu,
 def test_train_and_predict_on_cuda(cli, tmp_path) -> None:
     tifs = synthetic.make_geotiff_series(tmp_path / "data", n_frames=30, height=40, width=48)
     cube = tmp_path / "cube.zarr"
-    prepare([str(p) for p in tifs], cube, input_frames=3, output_frames=2, patch_size=16, stride=8,
-            split=(0.6, 0.2, 0.2))
+    prepare([str(p) for p in tifs], cube,
+            PrepareOptions(input_frames=3, output_frames=2, window=16, stride=8, split=(0.6, 0.2, 0.2)))
     run = tmp_path / "run"
     code, _, err = cli(["train", cube, "-o", run, "--device", "cuda", "--embed-dim", "16", "--depths", "2",
                         "--epochs", "2", "--batch-size", "8", "--workers", "2"])
@@ -78,7 +79,7 @@ def test_train_and_predict_on_cuda(cli, tmp_path) -> None:
 
     scores = {}  # evaluate: the default batch (as many windows as fit, at most MAX_AUTO_WINDOWS) scores the same
     for label, size in (("given", ["--batch-size", "2"]), ("auto", [])):
-        code, stdout, err = cli(["evaluate", cube, "-m", run, "--device", "cuda", "--json", "-", *size])
+        code, stdout, err = cli(["evaluate", cube, "-m", run, "--device", "cuda", "--json", *size])
         assert code == 0, err
         scores[label] = json.loads(stdout)
     assert scores["given"]["batch_size"] == 2 and 2 < scores["auto"]["batch_size"] <= MAX_AUTO_WINDOWS
@@ -128,8 +129,8 @@ def test_train_step_modes_follow_a_plain_run(cli, tmp_path, options: list[str], 
     --compile goes through torch.compile with the Triton scan (a torch.autograd.Function) under bf16 autocast."""
     tifs = synthetic.make_geotiff_series(tmp_path / "data", n_frames=30, height=40, width=48)
     cube = tmp_path / "cube.zarr"
-    prepare([str(p) for p in tifs], cube, input_frames=3, output_frames=2, patch_size=16, stride=8,
-            split=(0.6, 0.2, 0.2))
+    prepare([str(p) for p in tifs], cube,
+            PrepareOptions(input_frames=3, output_frames=2, window=16, stride=8, split=(0.6, 0.2, 0.2)))
     windows = len(WindowDataset(open_cube(cube), "train"))
     batch = next(b for b in (12, 11, 10, 9) if windows % b)
     common = ["--device", "cuda", "--embed-dim", "16", "--depths", "2", "--epochs", "2", "--batch-size", batch]

@@ -14,16 +14,17 @@ from pathlib import Path
 import torch
 
 from vmrnn_cli import synthetic
+from vmrnn_cli.data.prepare import prepare
 from vmrnn_cli.errors import VmrnnError
-from vmrnn_cli.evaluate import evaluate, panel_path
-from vmrnn_cli.predict import predict
-from vmrnn_cli.prepare import prepare
-from vmrnn_cli.train import train
+from vmrnn_cli.forecast.predict import predict
+from vmrnn_cli.options import EvaluateOptions, PredictOptions, PrepareOptions
+from vmrnn_cli.training.loop import train
+from vmrnn_cli.verify.evaluate import evaluate, panel_path
 
 # 3-hourly land-surface temperature-like frames: a diurnal cycle (8 frames a day) that persistence
 # cannot follow, moving weather blobs, cloud holes; N_FRAMES frames of HEIGHT x WIDTH pixels of 30 m.
 N_FRAMES, HEIGHT, WIDTH, STEP_DAYS, PERIOD = 96, 48, 64, 0.125, 8.0
-INPUT_FRAMES, OUTPUT_FRAMES, PATCH, STRIDE = 4, 3, 16, 16
+INPUT_FRAMES, OUTPUT_FRAMES, WINDOW, STRIDE = 4, 3, 16, 16
 SPLIT = (0.7, 0.15, 0.15)
 MODEL = {"arch": "vmrnn-b", "patch_size": 4, "embed_dim": 32, "depths": [1], "epochs": 3, "batch_size": 8,
          "lr": 5e-3, "seed": 0}
@@ -44,7 +45,7 @@ def demo(out_dir: Path, device: str = "auto", overwrite: bool = False) -> list[P
     if out_dir.exists() and not out_dir.is_dir():
         raise VmrnnError(f"{out_dir}: exists and is not a directory")
     if out_dir.exists() and any(out_dir.iterdir()) and not overwrite:
-        raise VmrnnError(f"{out_dir}: exists and is not empty; pass --overwrite to replace the demo's files in it")
+        raise VmrnnError(f"{out_dir}: exists and is not empty; pass `overwrite` to replace the demo's files in it")
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
@@ -66,16 +67,17 @@ def _run(out_dir: Path, device: str) -> list[Path]:
         name_format="lst_%Y%m%dT%H%M.tif")]
     _step("vmrnn prepare", started)
     cube = out_dir / "cube.zarr"
-    prepare(tifs, cube, input_frames=INPUT_FRAMES, output_frames=OUTPUT_FRAMES, patch_size=PATCH, stride=STRIDE,
-            split=SPLIT, overwrite=True)
+    prepare(tifs, cube, PrepareOptions(input_frames=INPUT_FRAMES, output_frames=OUTPUT_FRAMES, window=WINDOW,
+                                       stride=STRIDE, split=SPLIT, overwrite=True))
     _step(f"vmrnn train ({MODEL['arch']}, embed {MODEL['embed_dim']}, {MODEL['epochs']} epochs)", started)
     run = out_dir / "run"
     train(cube, run, given={**MODEL, "device": device}, overwrite=True)
     _step(f"vmrnn predict --horizon {HORIZON} from the last {INPUT_FRAMES} frames", started)
-    forecast = predict(run, tifs[-INPUT_FRAMES:], out_dir / "forecast", HORIZON, device=device, overwrite=True)
+    forecast = predict(run, tifs[-INPUT_FRAMES:], out_dir / "forecast",
+                       PredictOptions(horizon=HORIZON, device=device, overwrite=True))
     _step("vmrnn evaluate on the test windows", started)
     scores = out_dir / "scores.png"
-    evaluate(run, cube, split="test", json_path=out_dir / "evaluation.json", plot_path=scores, device=device,
-             overwrite=True)
+    evaluate(run, cube, EvaluateOptions(part="test", device=device, overwrite=True),
+             json_path=out_dir / "evaluation.json", plot_path=scores)
     _step("done", started)
     return [out_dir / "evaluation.json", scores, panel_path(scores), *forecast.paths]

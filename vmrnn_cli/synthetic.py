@@ -1,4 +1,4 @@
-"""Small, realistic, georeferenced raster time series for tests, examples and the demo.
+"""Small, realistic, georeferenced GeoTIFF time series for the demo, examples and tests.
 
 A smooth seasonal field with moving, growing and fading Gaussian blobs and nodata holes, so that
 a forecasting model has something learnable. Everything is deterministic given the seed.
@@ -10,26 +10,9 @@ from collections.abc import Iterator
 from datetime import datetime, timedelta
 from pathlib import Path
 
-import cftime
 import numpy as np
 import rasterio
-import xarray as xr
 from rasterio.transform import from_origin
-
-
-def make_series_array(
-    n_frames: int,
-    height: int,
-    width: int,
-    bands: int = 1,
-    seed: int = 0,
-    n_blobs: int = 4,
-    hole_fraction: float = 0.05,
-    period: float = 23.0,
-) -> np.ndarray:
-    """Return a (time, band, y, x) float32 series in about [0, 1], with NaN holes (clouds)."""
-    frames = iter_series_frames(n_frames, height, width, bands, seed, n_blobs, hole_fraction, period)
-    return np.stack(list(frames)) if n_frames else np.empty((0, bands, height, width), np.float32)
 
 
 def iter_series_frames(
@@ -42,7 +25,7 @@ def iter_series_frames(
     hole_fraction: float = 0.05,
     period: float = 23.0,
 ) -> Iterator[np.ndarray]:
-    """Yield the frames of `make_series_array` one (band, y, x) array at a time, for series too big for memory."""
+    """Yield a (band, y, x) float32 frame in about [0, 1] at a time, with NaN holes (clouds); deterministic."""
     rng = np.random.default_rng(seed)
     yy, xx = np.meshgrid(np.arange(height, dtype=np.float64), np.arange(width, dtype=np.float64), indexing="ij")
     phase = 2 * np.pi * (0.4 * yy / max(height, 1) + 0.6 * xx / max(width, 1))
@@ -142,86 +125,3 @@ def make_geotiff_series(
                 dst.update_tags(TIFFTAG_DATETIME=when.strftime("%Y:%m:%d %H:%M:%S"))
         paths.append(path)
     return paths
-
-
-def make_dataset(
-    n_frames: int = 24,
-    height: int = 36,
-    width: int = 52,
-    bands: int = 1,
-    var: str = "ndvi",
-    crs: str | None = None,
-    calendar: str = "standard",
-    start: str = "2024-01-01",
-    step_days: float = 16,
-    lat_descending: bool = True,
-    lon_0_360: bool = False,
-    west: float | None = None,
-    north: float | None = None,
-    resolution: float | None = None,
-    seed: int = 0,
-    n_blobs: int = 4,
-    hole_fraction: float = 0.05,
-    period: float = 23.0,
-) -> xr.Dataset:
-    """Build a CF-style dataset: lat/lon (EPSG:4326) when crs is None, else x/y with a grid_mapping.
-
-    west/north/resolution default to 10E 46N 0.05 deg for lat/lon and to a UTM-like 30 m grid otherwise.
-
-    Multi-band data gets a 4-D variable (time, band, y, x). Longitudes 0..360 are wrapped with
-    modulo 360, so a grid west of Greenwich comes out with a seam, as in many global products.
-    """
-    defaults = (10.0, 46.0, 0.05) if crs is None else (500000.0, 5000000.0, 30.0)
-    west, north, resolution = (d if v is None else v for v, d in zip((west, north, resolution), defaults))
-    data = make_series_array(n_frames, height, width, bands, seed, n_blobs, hole_fraction, period)
-    t0 = datetime.fromisoformat(start)
-    times = [
-        cftime.datetime(t0.year, t0.month, t0.day, calendar=calendar) + timedelta(days=step_days * i)
-        for i in range(n_frames)
-    ]
-    if calendar in ("standard", "gregorian", "proleptic_gregorian"):
-        times = np.array([np.datetime64(t.isoformat()) for t in times], dtype="datetime64[ns]")
-    ydim, xdim = ("lat", "lon") if crs is None else ("y", "x")
-    ys = north - (np.arange(height) + 0.5) * resolution
-    xs = west + (np.arange(width) + 0.5) * resolution
-    if lon_0_360 and crs is None:
-        xs = xs % 360.0
-    dims = ("time", "band", ydim, xdim) if bands > 1 else ("time", ydim, xdim)
-    values = data if bands > 1 else data[:, 0]
-    coords = {"time": times, ydim: ys, xdim: xs}
-    if bands > 1:
-        coords["band"] = np.arange(1, bands + 1)
-    da = xr.DataArray(values, dims=dims, coords=coords, name=var, attrs={"long_name": var, "units": "1"})
-    if crs is None:
-        da[ydim].attrs.update(standard_name="latitude", units="degrees_north")
-        da[xdim].attrs.update(standard_name="longitude", units="degrees_east")
-    if lat_descending is False:
-        da = da.isel({ydim: slice(None, None, -1)})
-    if lon_0_360 and crs is None:
-        da = da.sortby(xdim)
-    ds = da.to_dataset()
-    if crs is not None:
-        import rioxarray  # noqa: F401 - registers the .rio accessor
-
-        ds = ds.rio.write_crs(crs)
-    ds.attrs["Conventions"] = "CF-1.8"
-    return ds
-
-
-def make_netcdf(path: str | Path, calendar: str = "noleap", **kwargs) -> Path:
-    """Write `make_dataset(...)` to a NetCDF file (default: noleap calendar) and return its path."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    ds = make_dataset(calendar=calendar, **kwargs)
-    encoding = {"time": {"units": "days since 2000-01-01", "calendar": calendar}}
-    ds.to_netcdf(path, encoding=encoding)
-    return path
-
-
-def make_zarr(path: str | Path, calendar: str = "standard", zarr_format: int = 2, **kwargs) -> Path:
-    """Write `make_dataset(...)` to a Zarr store and return its path."""
-    path = Path(path)
-    ds = make_dataset(calendar=calendar, **kwargs)
-    encoding = {"time": {"units": "days since 2000-01-01", "calendar": calendar}}
-    ds.to_zarr(path, zarr_format=zarr_format, encoding=encoding, consolidated=True)
-    return path

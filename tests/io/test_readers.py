@@ -11,10 +11,13 @@ import pytest
 import rasterio
 import xarray as xr
 
+from support.series import make_dataset, make_netcdf, make_series_array, make_zarr
+
 from vmrnn_cli import synthetic
 from vmrnn_cli.errors import VmrnnError
 from vmrnn_cli.io.readers import read_rasters
 from vmrnn_cli.io.timeparse import time_from_format, time_from_name
+from vmrnn_cli.options import ReadOptions
 
 
 def _same(actual: np.ndarray, expected: np.ndarray, atol: float = 0.0) -> None:
@@ -32,19 +35,19 @@ def test_geotiff_series_projected_non_square_with_holes(tmp_path):
     assert tuple(da.rio.transform())[:6] == (30.0, 0.0, 500000.0, 0.0, -30.0, 5000000.0)
     assert list(da.time.values) == [np.datetime64(f"2024-{d}") for d in ("01-01", "01-17", "02-02", "02-18", "03-05")]
     assert da.attrs["source_nodata"] == -9999
-    _same(da.values, synthetic.make_series_array(5, 48, 40))
+    _same(da.values, make_series_array(5, 48, 40))
 
 
 def test_quoted_glob_int16_scale_and_multiband_selection(tmp_path):
     synthetic.make_geotiff_series(tmp_path, 4, 20, 30, bands=3, dtype="int16", scale_factor=1e-4, add_offset=0.1)
-    expected = synthetic.make_series_array(4, 20, 30, bands=3)
+    expected = make_series_array(4, 20, 30, bands=3)
     da = read_rasters([str(tmp_path / "*.tif")])
     _same(da.values, expected, atol=6e-5)
-    picked = read_rasters([str(tmp_path / "scene_*.tif")], bands=[3, 1])
+    picked = read_rasters([str(tmp_path / "scene_*.tif")], ReadOptions(bands=[3, 1]))
     assert picked.attrs["band_names"] == ["band3", "band1"]
     _same(picked.values, expected[:, [2, 0]], atol=6e-5)
-    with pytest.raises(VmrnnError, match="3 band.*--bands 4"):
-        read_rasters([str(tmp_path / "*.tif")], bands=[4])
+    with pytest.raises(VmrnnError, match="3 band.*`bands` 4"):
+        read_rasters([str(tmp_path / "*.tif")], ReadOptions(bands=[4]))
 
 
 @pytest.mark.parametrize(
@@ -65,19 +68,19 @@ def test_time_from_name(name, expected):
 
 def test_time_format_and_tiff_tag(tmp_path):
     a = synthetic.make_geotiff_series(tmp_path / "a", 3, 8, 8, name_format="ndvi_%d%m%Y.tif")
-    da = read_rasters([str(p) for p in a], time_format="%d%m%Y")
+    da = read_rasters([str(p) for p in a], ReadOptions(time_format="%d%m%Y"))
     assert str(da.time.values[1])[:10] == "2024-01-17"
     assert time_from_format("doy_2024_065.tif", "%Y_%j") == datetime(2024, 3, 5)
     b = synthetic.make_geotiff_series(tmp_path / "b", 3, 8, 8, name_format="frame_%j.tif", datetime_tag=True)
     # "frame_017.tif" holds no ISO date, so the TIFF tag gives the time
     assert str(read_rasters([str(p) for p in b]).time.values[2])[:10] == "2024-02-02"
     c = synthetic.make_geotiff_series(tmp_path / "c", 2, 8, 8, name_format="frame_%j.tif")
-    with pytest.raises(VmrnnError, match=r"frame_001\.tif: no date in the file name.*--time-format"):
+    with pytest.raises(VmrnnError, match=r"frame_001\.tif: no date in the file name.*`time_format`"):
         read_rasters([str(p) for p in c])
 
 
 def test_netcdf_noleap_latlon(tmp_path):
-    path = synthetic.make_netcdf(tmp_path / "a.nc", calendar="noleap", n_frames=6, height=36, width=52)
+    path = make_netcdf(tmp_path / "a.nc", calendar="noleap", n_frames=6, height=36, width=52)
     da = read_rasters([str(path)])
     assert da.shape == (6, 1, 36, 52) and da.dtype == np.float32
     assert da.rio.crs.to_epsg() == 4326
@@ -85,50 +88,50 @@ def test_netcdf_noleap_latlon(tmp_path):
     transform = da.rio.transform()
     assert transform.e < 0 and transform.a > 0
     np.testing.assert_allclose([transform.c, transform.f, transform.a], [10.0, 46.0, 0.05])
-    _same(da.values, synthetic.make_series_array(6, 36, 52))
+    _same(da.values, make_series_array(6, 36, 52))
 
 
 def test_netcdf_lat_ascending_and_lon_0_360_are_normalised(tmp_path):
     # A grid from 1W to 1.6E stored as 0..360 (seam in the middle) with latitude increasing.
-    path = synthetic.make_netcdf(tmp_path / "a.nc", n_frames=3, lat_descending=False, lon_0_360=True, west=-1.0)
+    path = make_netcdf(tmp_path / "a.nc", n_frames=3, lat_descending=False, lon_0_360=True, west=-1.0)
     raw = xr.open_dataset(path)
     assert raw.lat.values[0] < raw.lat.values[-1] and raw.lon.values.max() > 359
     da = read_rasters([str(path)])
     assert (np.diff(da.x.values) > 0).all() and (np.diff(da.y.values) < 0).all()
     np.testing.assert_allclose(da.x.values[0], -0.975)
     np.testing.assert_allclose(tuple(da.rio.transform())[:6], (0.05, 0, -1.0, 0, -0.05, 46.0))
-    _same(da.values, synthetic.make_series_array(3, 36, 52))
+    _same(da.values, make_series_array(3, 36, 52))
 
 
 def test_netcdf_grid_mapping_multiband_and_var(tmp_path):
-    path = synthetic.make_netcdf(tmp_path / "a.nc", calendar="standard", crs="EPSG:32633", bands=3, n_frames=4)
-    da = read_rasters([str(path)], var="ndvi")
+    path = make_netcdf(tmp_path / "a.nc", calendar="standard", crs="EPSG:32633", bands=3, n_frames=4)
+    da = read_rasters([str(path)], ReadOptions(var="ndvi"))
     assert da.rio.crs.to_epsg() == 32633 and da.shape == (4, 3, 36, 52)
     assert tuple(da.rio.transform())[:6] == (30.0, 0.0, 500000.0, 0.0, -30.0, 5000000.0)
-    _same(da.values, synthetic.make_series_array(4, 36, 52, bands=3))
+    _same(da.values, make_series_array(4, 36, 52, bands=3))
     with pytest.raises(VmrnnError, match=r"a\.nc: no variable 'sst'; it has ndvi"):
-        read_rasters([str(path)], var="sst")
+        read_rasters([str(path)], ReadOptions(var="sst"))
 
 
 def test_netcdf_two_variables_need_var(tmp_path):
-    ds = synthetic.make_dataset(n_frames=3)
+    ds = make_dataset(n_frames=3)
     ds["other"] = ds["ndvi"] * 2
     ds.to_netcdf(tmp_path / "two.nc")
-    with pytest.raises(VmrnnError, match="two.nc: cannot tell which variable.*ndvi, other.*--var"):
+    with pytest.raises(VmrnnError, match="two.nc: cannot tell which variable.*ndvi, other.*`var`"):
         read_rasters([str(tmp_path / "two.nc")])
-    np.testing.assert_allclose(read_rasters([str(tmp_path / "two.nc")], var="other").values[:, 0],
+    np.testing.assert_allclose(read_rasters([str(tmp_path / "two.nc")], ReadOptions(var="other")).values[:, 0],
                                2 * ds["ndvi"].values, rtol=1e-6)
 
 
 def test_zarr_store(tmp_path):
-    path = synthetic.make_zarr(tmp_path / "a.zarr", crs="EPSG:3035", n_frames=5, height=20, width=24)
+    path = make_zarr(tmp_path / "a.zarr", crs="EPSG:3035", n_frames=5, height=20, width=24)
     da = read_rasters([str(path)])
     assert da.rio.crs.to_epsg() == 3035 and da.shape == (5, 1, 20, 24)
-    _same(da.values, synthetic.make_series_array(5, 20, 24))
+    _same(da.values, make_series_array(5, 20, 24))
 
 
 def test_several_netcdf_files_concatenate_in_time_order(tmp_path):
-    full = synthetic.make_dataset(n_frames=6)
+    full = make_dataset(n_frames=6)
     full.isel(time=slice(3, 6)).to_netcdf(tmp_path / "late.nc")
     full.isel(time=slice(0, 3)).to_netcdf(tmp_path / "early.nc")
     da = read_rasters([str(tmp_path / "late.nc"), str(tmp_path / "early.nc")])
@@ -209,6 +212,6 @@ def test_garbage_netcdf_zarr_and_plain_directory(tmp_path):
 
 def test_mixed_kinds(tmp_path):
     tif = synthetic.make_geotiff_series(tmp_path, 1, 10, 10)[0]
-    nc = synthetic.make_netcdf(tmp_path / "a.nc", n_frames=2)
+    nc = make_netcdf(tmp_path / "a.nc", n_frames=2)
     with pytest.raises(VmrnnError, match="mix geotiff and netcdf"):
         read_rasters([str(tif), str(nc)])

@@ -15,8 +15,11 @@ from rasterio.transform import from_origin
 from rio_cogeo.cogeo import cog_validate
 
 from vmrnn_cli.errors import VmrnnError
-from vmrnn_cli.io import writers
-from vmrnn_cli.io.writers import get_writer, infer_format, time_labels, write_cog, write_netcdf, write_zarr
+from vmrnn_cli.data.timeaxis import time_labels
+from vmrnn_cli.io import cog
+from vmrnn_cli.io.cf import write_netcdf, write_zarr
+from vmrnn_cli.io.cog import write_cog
+from vmrnn_cli.io.writers import get_writer, infer_format
 
 CFTIME = xr.coders.CFDatetimeCoder(use_cftime=True)
 TRANSFORM = from_origin(500000.0, 5000000.0, 30.0, 30.0)
@@ -85,14 +88,14 @@ def test_cog_per_lead_time(tmp_path: Path) -> None:
 
 
 def test_a_failed_cog_leaves_nothing_on_disk(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    write_one = writers._write_one_cog
+    write_one = cog._write_one_cog
 
     def fail_on_the_second(path: Path, *args) -> None:
         if path.name == "2024-03-21.tif":
             raise OSError(f"{path}: No space left on device")
         write_one(path, *args)
 
-    monkeypatch.setattr(writers, "_write_one_cog", fail_on_the_second)
+    monkeypatch.setattr(cog, "_write_one_cog", fail_on_the_second)
     with pytest.raises(OSError, match="No space left"):
         write_cog(forecast(DAYS), tmp_path / "out", -9999.0, DAYS[0])
     assert list(tmp_path.iterdir()) == []

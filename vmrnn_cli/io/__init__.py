@@ -1,0 +1,1 @@
+"""Raster input and output: readers (GeoTIFF series, NetCDF, Zarr), forecast writers, atomic outputs."""

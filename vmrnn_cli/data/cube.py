@@ -1,0 +1,111 @@
+"""Read a cube written by `vmrnn prepare`: lazy data, statistics, split and window index; and its spec, the part
+of it a trained model keeps (grid, bands, time step, window sizes)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import rioxarray  # noqa: F401 - registers the .rio accessor
+import xarray as xr
+
+from vmrnn_cli.data.grid import Grid
+from vmrnn_cli.data.timeaxis import time_step_seconds
+from vmrnn_cli.errors import VmrnnError
+from vmrnn_cli.options import PARTS
+
+CUBE_VERSION = 1
+
+
+@dataclass(frozen=True)
+class CubeSpec:
+    """What a model trained on a cube keeps of it: the grid, band names, nodata, time step and calendar, the
+    frames in and out, and the side of the training window in pixels."""
+
+    grid: Grid
+    band_names: list[str]
+    nodata: float | None
+    time_step_seconds: float | None
+    calendar: str
+    input_frames: int
+    output_frames: int
+    window: int
+
+    def to_json(self) -> dict[str, Any]:
+        """Plain JSON-able values, stored in checkpoints (the window under its first name, "patch_size")."""
+        return {**self.grid.to_json(), "band_names": list(self.band_names), "nodata": self.nodata,
+                "time_step_seconds": self.time_step_seconds, "calendar": self.calendar,
+                "input_frames": self.input_frames, "output_frames": self.output_frames, "patch_size": self.window}
+
+    @classmethod
+    def from_json(cls, values: dict[str, Any]) -> CubeSpec:
+        """The inverse of `to_json`."""
+        return cls(Grid.from_json(values), list(values["band_names"]), values["nodata"], values["time_step_seconds"],
+                   values["calendar"], int(values["input_frames"]), int(values["output_frames"]),
+                   int(values["patch_size"]))
+
+
+@dataclass
+class Cube:
+    """A prepared cube; `data` is dask-backed (time, band, y, x) in physical units, NaN = nodata."""
+
+    path: Path
+    data: xr.DataArray
+    mean: np.ndarray
+    std: np.ndarray
+    input_frames: int
+    output_frames: int
+    window: int
+    stride: int
+    split: dict[str, tuple[int, int]]
+    nodata: float | None
+    band_names: list[str]
+    _windows: dict[str, np.ndarray]
+
+    @property
+    def grid(self) -> Grid:
+        return Grid.of(self.data)
+
+    def windows(self, part: str) -> np.ndarray:
+        """(n, 3) int64 array of window corners (t0, y0, x0) for "train", "val" or "test"."""
+        if part not in PARTS:
+            raise ValueError(f"part must be one of {PARTS}, not {part!r}")
+        return self._windows[part]
+
+    def spec(self) -> CubeSpec:
+        """The cube's grid, bands, time step and window sizes, as a checkpoint keeps them."""
+        times = self.data["time"].values
+        nodata = None if self.nodata is None or np.isnan(self.nodata) else float(self.nodata)
+        return CubeSpec(self.grid, list(self.band_names), nodata, time_step_seconds(times),
+                        getattr(times[0], "calendar", "") or "proleptic_gregorian", self.input_frames,
+                        self.output_frames, self.window)
+
+
+def open_cube(path: str | Path) -> Cube:
+    """Open a cube lazily; a VmrnnError naming the path if it is not a vmrnn cube."""
+    path = Path(path)
+    if not path.exists():
+        raise VmrnnError(f"{path}: no such cube")
+    try:
+        ds = xr.open_zarr(path, decode_coords="all")
+    except Exception as err:  # noqa: BLE001 - any failure to open is one line naming the file
+        raise VmrnnError(f"{path}: not a readable Zarr cube ({err})") from None
+    attrs = ds.attrs
+    if attrs.get("vmrnn_cube") != CUBE_VERSION:
+        raise VmrnnError(f"{path}: not a vmrnn cube (version {CUBE_VERSION}); make one with `vmrnn prepare`")
+    return Cube(
+        path=path,
+        data=ds["data"],
+        mean=ds["mean"].values.astype(np.float64),
+        std=ds["std"].values.astype(np.float64),
+        input_frames=int(attrs["input_frames"]),
+        output_frames=int(attrs["output_frames"]),
+        window=int(attrs["patch_size"]),  # the window side, stored under its first name
+        stride=int(attrs["stride"]),
+        split={part: (int(a), int(b)) for part, (a, b) in attrs["split"].items()},
+        nodata=attrs.get("source_nodata"),
+        band_names=list(attrs["band_names"]),
+        _windows={part: ds[f"windows_{part}"].values.astype(np.int64).reshape(-1, 3) for part in PARTS},
+    )

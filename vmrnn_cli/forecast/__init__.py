@@ -1,0 +1,1 @@
+"""Forecasting a whole scene: tiling, rollout, and `predict`."""

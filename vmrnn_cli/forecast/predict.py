@@ -1,0 +1,132 @@
+"""Forecast the next frames of a whole scene from its last context frames with a trained checkpoint."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import xarray as xr
+
+from vmrnn_cli.data.cube import CubeSpec
+from vmrnn_cli.data.grid import Grid
+from vmrnn_cli.data.timeaxis import iso_time, valid_times
+from vmrnn_cli.errors import OptionError, VmrnnError
+from vmrnn_cli.forecast.rollout import auto_batch_size, rollout_on_device
+from vmrnn_cli.forecast.tiling import fits_on, forecast_tiled, tile_starts
+from vmrnn_cli.io.atomic import check_writable
+from vmrnn_cli.io.inputs import describe_inputs
+from vmrnn_cli.io.readers import read_rasters
+from vmrnn_cli.io.writers import get_writer, infer_format
+from vmrnn_cli.options import PredictOptions
+from vmrnn_cli.runtime import pick_device
+from vmrnn_cli.training.checkpoint import Checkpoint, load_checkpoint
+
+
+@dataclass
+class PredictSummary:
+    """What `predict` wrote, for stdout (paths) and the JSON summary."""
+
+    paths: list[Path]
+    format: str
+    checkpoint: Path
+    horizon: int
+    context: int
+    reference_time: str
+    valid_times: list[str]
+    crs: str
+    shape: tuple[int, int, int]
+    tiles: int
+    batch_size: int
+
+    def as_json(self) -> dict[str, Any]:
+        return {**self.__dict__, "paths": [str(p) for p in self.paths], "checkpoint": str(self.checkpoint),
+                "shape": list(self.shape)}
+
+
+def grid_difference(da: xr.DataArray, spec: CubeSpec) -> str | None:
+    """How the input's grid or bands differ from the training cube's (None when they match)."""
+    difference = Grid.of(da).difference(spec.grid, "the training cube's ")
+    if difference:
+        return difference
+    if da.sizes["band"] != len(spec.band_names):
+        return (f"{da.sizes['band']} band(s) differ from the training cube's {len(spec.band_names)} "
+                f"({', '.join(spec.band_names)}); select them with `bands`")
+    return None
+
+
+def predict(checkpoint: Path, inputs: list[str], output: Path, options: PredictOptions) -> PredictSummary:
+    """Forecast `options.horizon` frames after the last context frames of `inputs` and write them to `output`.
+
+    `options.batch_size` tiles go through the model at once; None picks it (`auto_batch_size`).
+    """
+    output = Path(output)
+    fmt = options.format or infer_format(output)
+    check_writable(output, options.overwrite)
+    ckpt = load_checkpoint(checkpoint)
+    spec = ckpt.spec
+    tile = spec.window
+    context = spec.input_frames if options.context is None else options.context
+    overlap = tile // 4 if options.overlap is None else options.overlap
+    if overlap >= tile:
+        raise OptionError("overlap", f"must be between 0 and {tile - 1} (the tile is {tile} pixels), got {overlap}")
+    source = describe_inputs(inputs)
+    da = read_rasters(inputs, options.read)
+    difference = grid_difference(da, spec)
+    if difference:
+        raise VmrnnError(f"{source}: {difference}")
+    if da.sizes["time"] < context:
+        raise VmrnnError(f"{source}: {da.sizes['time']} frame(s), fewer than the {context} context frames "
+                         "needed (give more frames or a smaller `context`)")
+    frames = np.asarray(da.isel(time=slice(-context, None)).values, dtype=np.float32)
+    dev = pick_device(options.device)
+    scene = scene_on(frames, options.horizon, dev)
+    if scene.isnan().all():
+        raise VmrnnError(f"{source}: the last {context} frames hold no valid pixel")
+    forecast, batch_size = _forecast(ckpt, scene, options.horizon, tile, overlap, options.batch_size, dev)
+    times = valid_times(da["time"].values, options.horizon, spec.time_step_seconds)
+    result = xr.DataArray(forecast, dims=("time", "band", "y", "x"),
+                          coords={"time": times, "band": spec.band_names, "y": da["y"].values, "x": da["x"].values})
+    result = Grid.of(da).attach(result)
+    fill = da.attrs.get("source_nodata")
+    fill = spec.nodata if fill is None or np.isnan(fill) else fill
+    reference = da["time"].values[-1]
+    paths = get_writer(fmt)(result, output, fill, reference, overwrite=options.overwrite)
+    height, width = spec.grid.shape
+    return PredictSummary(
+        paths=paths, format=fmt, checkpoint=ckpt.path, horizon=options.horizon, context=context,
+        reference_time=iso_time(reference), valid_times=[iso_time(t) for t in times], crs=da.rio.crs.to_string(),
+        shape=(len(spec.band_names), height, width),
+        tiles=len(tile_starts(max(height, tile), tile, overlap)) * len(tile_starts(max(width, tile), tile, overlap)),
+        batch_size=batch_size,
+    )
+
+
+def scene_on(frames: np.ndarray, horizon: int, device: torch.device) -> torch.Tensor:
+    """A copy of the (T, C, H, W) context on `device`, or on the CPU when it and the forecast canvas won't fit there."""
+    nbytes = (frames.shape[0] + horizon) * frames[0].nbytes
+    return torch.tensor(frames, device=device if fits_on(device, nbytes) else torch.device("cpu"))
+
+
+def _forecast(ckpt: Checkpoint, scene: torch.Tensor, horizon: int, tile: int, overlap: int, batch_size: int | None,
+              device: torch.device) -> tuple[np.ndarray, int]:
+    """Normalise, roll the model out tile by tile, blend, de-normalise: (horizon, band, y, x) float32, and the
+    tiles per batch used (`batch_size`, or `auto_batch_size`'s when None).
+
+    All on the device `scene` (physical units, NaN for nodata, overwritten) is on, the model on `device`;
+    pixels that are NaN in every context frame come out NaN. Only the result goes back to the host.
+    """
+    mean = torch.from_numpy(ckpt.mean.astype(np.float32).reshape(1, -1, 1, 1)).to(scene.device)
+    std = torch.from_numpy(ckpt.std.astype(np.float32).reshape(1, -1, 1, 1)).to(scene.device)
+    nodata = scene.isnan().all(dim=0)
+    scene.sub_(mean).div_(std).nan_to_num_()
+    net = ckpt.build_model().to(device).eval()
+    if batch_size is None:
+        canvas = horizon * scene[0].numel() * 4 if scene.device.type == "cuda" else 0  # forecast_tiled's, made later
+        batch_size = auto_batch_size(net, (*scene.shape[:2], tile, tile), horizon, device, canvas)
+    out = forecast_tiled(lambda tiles: rollout_on_device(net, tiles, horizon, device), scene, tile, overlap,
+                         batch_size)
+    out.mul_(std).add_(mean).masked_fill_(nodata, float("nan"))
+    return out.cpu().numpy(), batch_size

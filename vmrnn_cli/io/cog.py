@@ -1,0 +1,61 @@
+"""The COG writer: one float32 Cloud-Optimized GeoTIFF per lead time, named by valid time, written concurrently."""
+
+from __future__ import annotations
+
+import os
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+import rasterio
+import rasterio.shutil
+import xarray as xr
+from rasterio.io import MemoryFile
+
+from vmrnn_cli import __version__
+from vmrnn_cli.data.timeaxis import calendar_of, iso_time, time_labels, timestamp
+from vmrnn_cli.io.atomic import atomic_path
+
+
+def write_cog(forecast: xr.DataArray, target: Path, nodata: float | None, reference_time: object,
+              overwrite: bool = False) -> list[Path]:
+    """Write one float32 Cloud-Optimized GeoTIFF per lead time into directory target, named by valid time.
+
+    The files are written concurrently, each compressed by all CPUs: `rasterio.shutil.copy` (GDAL's
+    CreateCopy) releases the GIL, where closing a dataset opened with driver="COG" does not.
+    """
+    target = Path(target)
+    times = forecast["time"].values
+    labels = time_labels(times)
+    fill = np.float32(np.nan if nodata is None else nodata)
+    _, bands, height, width = forecast.shape
+    profile = {"width": width, "height": height, "count": bands, "dtype": "float32", "crs": forecast.rio.crs,
+               "transform": forecast.rio.transform(), "nodata": fill}
+    tags = {"TIFFTAG_SOFTWARE": f"vmrnn {__version__}", "FORECAST_REFERENCE_TIME": iso_time(reference_time)}
+    names = [str(b) for b in forecast["band"].values]
+    data = forecast.values
+    with atomic_path(target, overwrite) as tmp:
+        tmp.mkdir()
+        with ThreadPoolExecutor(max_workers=min(len(labels), os.cpu_count() or 1)) as pool:
+            jobs = [
+                pool.submit(_write_one_cog, tmp / f"{label}.tif", data[lead - 1], profile, names, tags | {
+                    "TIFFTAG_DATETIME": timestamp(valid).strftime("%Y:%m:%d %H:%M:%S"),
+                    "VALID_TIME": iso_time(valid), "LEAD_TIME_STEPS": str(lead), "CALENDAR": calendar_of(valid)})
+                for lead, (label, valid) in enumerate(zip(labels, times), start=1)
+            ]
+            for job in jobs:
+                job.result()
+    return [target / f"{label}.tif" for label in labels]
+
+
+def _write_one_cog(path: Path, frame: np.ndarray, profile: dict, names: list[str], tags: dict[str, str]) -> None:
+    """Write one (band, y, x) frame as a COG: staged as an in-memory GeoTIFF, then copied to path as a COG."""
+    frame = np.where(np.isnan(frame), profile["nodata"], frame).astype(np.float32, copy=False)
+    with MemoryFile() as memory:
+        with memory.open(driver="GTiff", **profile) as staging:
+            staging.write(frame)
+            for index, name in enumerate(names, start=1):
+                staging.set_band_description(index, name)
+            staging.update_tags(**tags)
+        with memory.open() as staging:
+            rasterio.shutil.copy(staging, path, driver="COG", compress="deflate", predictor=3, num_threads="ALL_CPUS")

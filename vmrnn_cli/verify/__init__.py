@@ -1,0 +1,1 @@
+"""Verification: metrics, baselines, plots and `evaluate`."""
