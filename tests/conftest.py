@@ -12,15 +12,23 @@ from pathlib import Path
 
 import pytest
 
+import vmrnn_cli.training.loop as train_module
 from vmrnn_cli import synthetic
 from vmrnn_cli.cli import main
 from vmrnn_cli.data.prepare import prepare
 from vmrnn_cli.options import PrepareOptions
-import vmrnn_cli.training.loop as train_module
 from vmrnn_cli.training.loop import Interrupted, train
 
-TINY_MODEL = {"arch": "vmrnn-b", "patch_size": 4, "embed_dim": 8, "depths": [1], "epochs": 1, "batch_size": 8,
-              "device": "cpu", "seed": 0}
+TINY_MODEL = {
+    "arch": "vmrnn-b",
+    "patch_size": 4,
+    "embed_dim": 8,
+    "depths": [1],
+    "epochs": 1,
+    "batch_size": 8,
+    "device": "cpu",
+    "seed": 0,
+}
 
 
 @dataclass
@@ -35,8 +43,11 @@ def tiny_run(tmp_path_factory: pytest.TempPathFactory) -> TinyRun:
     root = tmp_path_factory.mktemp("tiny_run")
     tifs = synthetic.make_geotiff_series(root / "data", n_frames=30, height=20, width=24)
     cube = root / "cube.zarr"
-    prepare([str(p) for p in tifs], cube, PrepareOptions(input_frames=3, output_frames=2, window=16, stride=8,
-                                                         split=(0.6, 0.2, 0.2)))
+    prepare(
+        [str(p) for p in tifs],
+        cube,
+        PrepareOptions(input_frames=3, output_frames=2, window=16, stride=8, split=(0.6, 0.2, 0.2)),
+    )
     train(cube, root / "run", given=TINY_MODEL)
     return TinyRun(tifs, cube, root / "run")
 

@@ -1,4 +1,4 @@
-"""`vmrnn demo`: the whole job end to end in under 5 minutes, beating persistence; refuses a non-empty output directory."""
+"""`vmrnn demo`: the whole job end to end in under 5 minutes, beating persistence; refuses a non-empty output."""
 
 import json
 import subprocess
@@ -39,6 +39,7 @@ def test_demo_refuses_non_empty_out_dir(tmp_path):
     (tmp_path / "notes.txt").write_text("mine")
     result = run_cli("demo", "-o", str(tmp_path))
     assert result.returncode == 1
-    assert result.stderr.strip() == (f"vmrnn: error: {tmp_path}: exists and is not empty; "
-                                     "pass --overwrite to replace the demo's files in it")
+    assert result.stderr.strip() == (
+        f"vmrnn: error: {tmp_path}: exists and is not empty; pass --overwrite to replace the demo's files in it"
+    )
     assert [p.name for p in tmp_path.iterdir()] == ["notes.txt"]

@@ -16,11 +16,14 @@ from vmrnn_cli.training.checkpoint import build_network
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 
 
-@pytest.mark.parametrize(("name", "arch", "channels", "size", "parameters"), [
-    ("moving_mnist_vmrnn_d.toml", "vmrnn-d", 1, 64, 9_674_113),
-    ("taxibj_vmrnn_b.toml", "vmrnn-b", 2, 32, 2_579_970),
-    ("kth_vmrnn_b.toml", "vmrnn-b", 1, 128, 1_214_721),
-])
+@pytest.mark.parametrize(
+    ("name", "arch", "channels", "size", "parameters"),
+    [
+        ("moving_mnist_vmrnn_d.toml", "vmrnn-d", 1, 64, 9_674_113),
+        ("taxibj_vmrnn_b.toml", "vmrnn-b", 2, 32, 2_579_970),
+        ("kth_vmrnn_b.toml", "vmrnn-b", 1, 128, 1_214_721),
+    ],
+)
 def test_preset_configs_are_valid_train_configs(name, arch, channels, size, parameters):
     config = resolve_config(EXAMPLES / "configs" / name, {})
     assert config.arch == arch
@@ -29,17 +32,30 @@ def test_preset_configs_are_valid_train_configs(name, arch, channels, size, para
 
 
 def test_python_example_runs():
-    result = subprocess.run([sys.executable, str(EXAMPLES / "python_models.py"), "--steps", "2", "--size", "16"],
-                            capture_output=True, text=True)
+    result = subprocess.run(
+        [sys.executable, str(EXAMPLES / "python_models.py"), "--steps", "2", "--size", "16"],
+        capture_output=True,
+        text=True,
+    )
     assert result.returncode == 0, result.stderr
     assert "forecast (16, 4, 1, 16, 16)" in result.stdout
 
 
 def _cron(inputs: Path, run: Path, root: Path, **env: str) -> subprocess.CompletedProcess:
-    settings = {**os.environ, "N": "3", "HORIZON": "2", "STAMP": "2026-11-26",
-                "VMRNN": f"{sys.executable} -m vmrnn_cli", **env}
-    return subprocess.run(["bash", str(EXAMPLES / "cron_forecast.sh"), str(inputs), str(run), str(root)],
-                          capture_output=True, text=True, env=settings)
+    settings = {
+        **os.environ,
+        "N": "3",
+        "HORIZON": "2",
+        "STAMP": "2026-11-26",
+        "VMRNN": f"{sys.executable} -m vmrnn_cli",
+        **env,
+    }
+    return subprocess.run(
+        ["bash", str(EXAMPLES / "cron_forecast.sh"), str(inputs), str(run), str(root)],
+        capture_output=True,
+        text=True,
+        env=settings,
+    )
 
 
 def test_cron_script_forecasts_once_and_never_overwrites(tiny_run, tmp_path):

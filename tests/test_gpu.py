@@ -27,19 +27,44 @@ from vmrnn_cli.training.loss import masked_sse
 from vmrnn_cli.training.step_modes import graphed_forward
 from vmrnn_cli.verify.evaluate import MAX_AUTO_WINDOWS
 
-pytestmark = [pytest.mark.gpu,
-              pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU (CPU siblings in "
-                                 "test_train.py / test_predict.py / test_train_modes.py)")]
+pytestmark = [
+    pytest.mark.gpu,
+    pytest.mark.skipif(
+        not torch.cuda.is_available(),
+        reason="needs a CUDA GPU (CPU siblings in test_train.py / test_predict.py / test_train_modes.py)",
+    ),
+]
 
 
 def test_train_and_predict_on_cuda(cli, tmp_path) -> None:
     tifs = synthetic.make_geotiff_series(tmp_path / "data", n_frames=30, height=40, width=48)
     cube = tmp_path / "cube.zarr"
-    prepare([str(p) for p in tifs], cube,
-            PrepareOptions(input_frames=3, output_frames=2, window=16, stride=8, split=(0.6, 0.2, 0.2)))
+    prepare(
+        [str(p) for p in tifs],
+        cube,
+        PrepareOptions(input_frames=3, output_frames=2, window=16, stride=8, split=(0.6, 0.2, 0.2)),
+    )
     run = tmp_path / "run"
-    code, _, err = cli(["train", cube, "-o", run, "--device", "cuda", "--embed-dim", "16", "--depths", "2",
-                        "--epochs", "2", "--batch-size", "8", "--workers", "2"])
+    code, _, err = cli(
+        [
+            "train",
+            cube,
+            "-o",
+            run,
+            "--device",
+            "cuda",
+            "--embed-dim",
+            "16",
+            "--depths",
+            "2",
+            "--epochs",
+            "2",
+            "--batch-size",
+            "8",
+            "--workers",
+            "2",
+        ]
+    )
     assert code == 0, err
     assert "on cuda" in err
     with open(run / "metrics.csv") as handle:
@@ -49,8 +74,9 @@ def test_train_and_predict_on_cuda(cli, tmp_path) -> None:
     assert (run / "best.pt").is_file()
 
     out = tmp_path / "forecast"
-    code, stdout, err = cli(["predict", "-m", run, "--horizon", "3", *tifs[-3:], "-o", out,
-                             "--device", "cuda", "--batch-size", "4"])
+    code, stdout, err = cli(
+        ["predict", "-m", run, "--horizon", "3", *tifs[-3:], "-o", out, "--device", "cuda", "--batch-size", "4"]
+    )
     assert code == 0, err
     paths = stdout.split()
     assert len(paths) == 3
@@ -65,8 +91,9 @@ def test_train_and_predict_on_cuda(cli, tmp_path) -> None:
         assert np.isfinite(data.compressed()).all()
 
     auto = tmp_path / "forecast_auto"  # no --batch-size: as many tiles per pass as fit (here the cap), same forecast
-    code, stdout, err = cli(["predict", "-m", run, "--horizon", "3", *tifs[-3:], "-o", auto, "--device", "cuda",
-                             "--json"])
+    code, stdout, err = cli(
+        ["predict", "-m", run, "--horizon", "3", *tifs[-3:], "-o", auto, "--device", "cuda", "--json"]
+    )
     assert code == 0, err
     summary = json.loads(stdout)
     assert 4 < summary["batch_size"] <= MAX_GPU_BATCH
@@ -118,19 +145,26 @@ def test_graphed_step_equals_eager_step(grad_checkpoint: bool) -> None:
             assert (graph_grad - eager_grad).norm() <= 2e-2 * eager_grad.norm() + 1e-6, tuple(p.shape)
 
 
-@pytest.mark.parametrize("options, logged", [([], "CUDA graphs"),
-                                             (["--cuda-graphs", "--grad-checkpoint"],
-                                              "per-frame activation checkpointing, CUDA graphs"),
-                                             (["--compile"], "torch.compile")],
-                         ids=["default", "graphs+ckpt", "compile"])
+@pytest.mark.parametrize(
+    "options, logged",
+    [
+        ([], "CUDA graphs"),
+        (["--cuda-graphs", "--grad-checkpoint"], "per-frame activation checkpointing, CUDA graphs"),
+        (["--compile"], "torch.compile"),
+    ],
+    ids=["default", "graphs+ckpt", "compile"],
+)
 def test_train_step_modes_follow_a_plain_run(cli, tmp_path, options: list[str], logged: str) -> None:
     """End to end, with a partial last batch every epoch (run eagerly); the losses follow those of a plain (eager)
     run. Without options, one GPU trains with CUDA graphs.
     --compile goes through torch.compile with the Triton scan (a torch.autograd.Function) under bf16 autocast."""
     tifs = synthetic.make_geotiff_series(tmp_path / "data", n_frames=30, height=40, width=48)
     cube = tmp_path / "cube.zarr"
-    prepare([str(p) for p in tifs], cube,
-            PrepareOptions(input_frames=3, output_frames=2, window=16, stride=8, split=(0.6, 0.2, 0.2)))
+    prepare(
+        [str(p) for p in tifs],
+        cube,
+        PrepareOptions(input_frames=3, output_frames=2, window=16, stride=8, split=(0.6, 0.2, 0.2)),
+    )
     windows = len(WindowDataset(open_cube(cube), "train"))
     batch = next(b for b in (12, 11, 10, 9) if windows % b)
     common = ["--device", "cuda", "--embed-dim", "16", "--depths", "2", "--epochs", "2", "--batch-size", batch]
@@ -159,6 +193,24 @@ def test_workers_survive_the_parents_cuda_garbage(cli, tiny_run, tmp_path, worke
     cycle = [tensor]
     cycle.append(cycle)
     del tensor, cycle
-    code, _, err = cli(["train", tiny_run.cube, "-o", tmp_path / "run", "--embed-dim", "8", "--depths", "1",
-                        "--batch-size", "8", "--device", "cuda", "--epochs", "1", "--workers", "1"])
+    code, _, err = cli(
+        [
+            "train",
+            tiny_run.cube,
+            "-o",
+            tmp_path / "run",
+            "--embed-dim",
+            "8",
+            "--depths",
+            "1",
+            "--batch-size",
+            "8",
+            "--device",
+            "cuda",
+            "--epochs",
+            "1",
+            "--workers",
+            "1",
+        ]
+    )
     assert code == 0, err

@@ -4,16 +4,21 @@ from pathlib import Path
 
 import pytest
 
-from vmrnn_cli.options import TrainConfig, read_toml, resolve_config, to_toml
 from vmrnn_cli.errors import VmrnnError
+from vmrnn_cli.options import TrainConfig, read_toml, resolve_config, to_toml
 
 
 def test_defaults_follow_the_architecture() -> None:
     assert resolve_config(None, {}).depths == [12] and resolve_config(None, {}).patch_size == 4
     d = resolve_config(None, {"arch": "vmrnn-d"})
     assert d.depths == [2, 2] and d.patch_size == 2
-    assert d.model_config() == {"arch": "vmrnn-d", "patch_size": 2, "embed_dim": 128, "depths": [2, 2],
-                                "output_activation": "identity"}
+    assert d.model_config() == {
+        "arch": "vmrnn-d",
+        "patch_size": 2,
+        "embed_dim": 128,
+        "depths": [2, 2],
+        "output_activation": "identity",
+    }
 
 
 def test_toml_then_options(tmp_path: Path) -> None:
@@ -30,14 +35,17 @@ def test_written_config_reads_back(tmp_path: Path) -> None:
     assert resolve_config(tmp_path / "config.toml", {}) == config
 
 
-@pytest.mark.parametrize("text, match", [
-    ("epochs = 0\n", "epochs must be a positive integer"),
-    ('arch = "unet"\n', "arch must be one of"),
-    ("depths = [2, 2]\n", "must be one depth for vmrnn-b"),
-    ("lr = -1\n", "lr must be a positive number"),
-    ("learning_rate = 0.1\n", "unknown key"),
-    ("epochs = \n", "not a readable TOML file"),
-])
+@pytest.mark.parametrize(
+    "text, match",
+    [
+        ("epochs = 0\n", "epochs must be a positive integer"),
+        ('arch = "unet"\n', "arch must be one of"),
+        ("depths = [2, 2]\n", "must be one depth for vmrnn-b"),
+        ("lr = -1\n", "lr must be a positive number"),
+        ("learning_rate = 0.1\n", "unknown key"),
+        ("epochs = \n", "not a readable TOML file"),
+    ],
+)
 def test_bad_config_file_names_the_file(tmp_path: Path, text: str, match: str) -> None:
     path = tmp_path / "run.toml"
     path.write_text(text)

@@ -26,8 +26,16 @@ from vmrnn_cli.verify.evaluate import evaluate, panel_path
 N_FRAMES, HEIGHT, WIDTH, STEP_DAYS, PERIOD = 96, 48, 64, 0.125, 8.0
 INPUT_FRAMES, OUTPUT_FRAMES, WINDOW, STRIDE = 4, 3, 16, 16
 SPLIT = (0.7, 0.15, 0.15)
-MODEL = {"arch": "vmrnn-b", "patch_size": 4, "embed_dim": 32, "depths": [1], "epochs": 3, "batch_size": 8,
-         "lr": 5e-3, "seed": 0}
+MODEL = {
+    "arch": "vmrnn-b",
+    "patch_size": 4,
+    "embed_dim": 32,
+    "depths": [1],
+    "epochs": 3,
+    "batch_size": 8,
+    "lr": 5e-3,
+    "seed": 0,
+}
 HORIZON = 8
 
 
@@ -56,28 +64,55 @@ def demo(out_dir: Path, device: str = "auto", overwrite: bool = False) -> list[P
 
 def _run(out_dir: Path, device: str) -> list[Path]:
     started = time.perf_counter()
-    _step(f"writing {N_FRAMES} synthetic 3-hourly GeoTIFFs ({HEIGHT}x{WIDTH} px, EPSG:32633) to {out_dir / 'data'}",
-          started)
+    _step(
+        f"writing {N_FRAMES} synthetic 3-hourly GeoTIFFs ({HEIGHT}x{WIDTH} px, EPSG:32633) to {out_dir / 'data'}",
+        started,
+    )
     data_dir = out_dir / "data"
     if data_dir.exists():
         for old in data_dir.glob("*.tif"):
             old.unlink()
-    tifs = [str(p) for p in synthetic.make_geotiff_series(
-        data_dir, n_frames=N_FRAMES, height=HEIGHT, width=WIDTH, step_days=STEP_DAYS, period=PERIOD,
-        name_format="lst_%Y%m%dT%H%M.tif")]
+    tifs = [
+        str(p)
+        for p in synthetic.make_geotiff_series(
+            data_dir,
+            n_frames=N_FRAMES,
+            height=HEIGHT,
+            width=WIDTH,
+            step_days=STEP_DAYS,
+            period=PERIOD,
+            name_format="lst_%Y%m%dT%H%M.tif",
+        )
+    ]
     _step("vmrnn prepare", started)
     cube = out_dir / "cube.zarr"
-    prepare(tifs, cube, PrepareOptions(input_frames=INPUT_FRAMES, output_frames=OUTPUT_FRAMES, window=WINDOW,
-                                       stride=STRIDE, split=SPLIT, overwrite=True))
+    prepare(
+        tifs,
+        cube,
+        PrepareOptions(
+            input_frames=INPUT_FRAMES,
+            output_frames=OUTPUT_FRAMES,
+            window=WINDOW,
+            stride=STRIDE,
+            split=SPLIT,
+            overwrite=True,
+        ),
+    )
     _step(f"vmrnn train ({MODEL['arch']}, embed {MODEL['embed_dim']}, {MODEL['epochs']} epochs)", started)
     run = out_dir / "run"
     train(cube, run, given={**MODEL, "device": device}, overwrite=True)
     _step(f"vmrnn predict --horizon {HORIZON} from the last {INPUT_FRAMES} frames", started)
-    forecast = predict(run, tifs[-INPUT_FRAMES:], out_dir / "forecast",
-                       PredictOptions(horizon=HORIZON, device=device, overwrite=True))
+    forecast = predict(
+        run, tifs[-INPUT_FRAMES:], out_dir / "forecast", PredictOptions(horizon=HORIZON, device=device, overwrite=True)
+    )
     _step("vmrnn evaluate on the test windows", started)
     scores = out_dir / "scores.png"
-    evaluate(run, cube, EvaluateOptions(part="test", device=device, overwrite=True),
-             json_path=out_dir / "evaluation.json", plot_path=scores)
+    evaluate(
+        run,
+        cube,
+        EvaluateOptions(part="test", device=device, overwrite=True),
+        json_path=out_dir / "evaluation.json",
+        plot_path=scores,
+    )
     _step("done", started)
     return [out_dir / "evaluation.json", scores, panel_path(scores), *forecast.paths]

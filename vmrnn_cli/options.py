@@ -102,10 +102,11 @@ class PrepareOptions:
         if self.zarr_format not in (2, 3):
             raise OptionError("zarr_format", f"must be 2 or 3, got {self.zarr_format!r}")
         parts = tuple(self.split)
-        if (len(parts) != 3 or min(parts) < 0 or not math.isclose(sum(parts), 1.0, abs_tol=1e-6) or parts[0] == 0):
+        if len(parts) != 3 or min(parts) < 0 or not math.isclose(sum(parts), 1.0, abs_tol=1e-6) or parts[0] == 0:
             shown = ",".join(f"{v:g}" for v in parts)
-            raise OptionError("split", f"must be three fractions >= 0 summing to 1, train > 0 (e.g. 0.8,0.1,0.1), "
-                                       f"got {shown}")
+            raise OptionError(
+                "split", f"must be three fractions >= 0 summing to 1, train > 0 (e.g. 0.8,0.1,0.1), got {shown}"
+            )
         object.__setattr__(self, "split", parts)
 
     @property
@@ -189,8 +190,13 @@ class TrainConfig:
         patch = defaults["patch_size"] if self.patch_size is None else self.patch_size
         if self.arch == "vmrnn-b" and len(depths) != 1:
             raise OptionError("depths", f"must be one depth for vmrnn-b (e.g. depths = [12]), got {depths}")
-        for name, value in (("embed_dim", self.embed_dim), ("patch_size", patch), ("epochs", self.epochs),
-                            ("batch_size", self.batch_size), *(("depths", d) for d in depths)):
+        for name, value in (
+            ("embed_dim", self.embed_dim),
+            ("patch_size", patch),
+            ("epochs", self.epochs),
+            ("batch_size", self.batch_size),
+            *(("depths", d) for d in depths),
+        ):
             _positive_int(name, value)
         if isinstance(self.lr, bool) or not isinstance(self.lr, int | float) or self.lr <= 0:
             raise OptionError("lr", f"must be a positive number, got {self.lr!r}")
@@ -203,8 +209,13 @@ class TrainConfig:
     def model_config(self) -> dict[str, Any]:
         """The architecture and constructor kwargs stored in the checkpoint (identity head: standardised data)."""
         depths: int | list[int] = self.depths[0] if self.arch == "vmrnn-b" else list(self.depths)
-        return {"arch": self.arch, "patch_size": self.patch_size, "embed_dim": self.embed_dim, "depths": depths,
-                "output_activation": "identity"}
+        return {
+            "arch": self.arch,
+            "patch_size": self.patch_size,
+            "embed_dim": self.embed_dim,
+            "depths": depths,
+            "output_activation": "identity",
+        }
 
 
 TRAIN_KEYS = tuple(f.name for f in fields(TrainConfig))

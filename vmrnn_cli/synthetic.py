@@ -101,8 +101,17 @@ def make_geotiff_series(
     frames = iter_series_frames(n_frames, height, width, bands, seed, n_blobs, hole_fraction, period)
     transform = from_origin(origin[0], origin[1], resolution, resolution)
     profile = dict(
-        driver="GTiff", height=height, width=width, count=bands, dtype=dtype, crs=crs,
-        transform=transform, nodata=nodata, tiled=True, blockxsize=256, blockysize=256,
+        driver="GTiff",
+        height=height,
+        width=width,
+        count=bands,
+        dtype=dtype,
+        crs=crs,
+        transform=transform,
+        nodata=nodata,
+        tiled=True,
+        blockxsize=256,
+        blockysize=256,
         compress="deflate",
     )
     if height < 256 or width < 256:

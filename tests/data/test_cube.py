@@ -2,7 +2,6 @@
 
 import numpy as np
 import pytest
-
 from support.series import make_zarr
 
 from vmrnn_cli import synthetic
@@ -14,8 +13,11 @@ from vmrnn_cli.options import PrepareOptions
 
 def test_open_cube_fields(tmp_path):
     synthetic.make_geotiff_series(tmp_path / "in", 16, 24, 20, bands=2, nodata=-32768.0)
-    prepare([str(tmp_path / "in" / "*.tif")], tmp_path / "c.zarr",
-            PrepareOptions(input_frames=2, output_frames=2, window=8, split=(0.5, 0.25, 0.25)))
+    prepare(
+        [str(tmp_path / "in" / "*.tif")],
+        tmp_path / "c.zarr",
+        PrepareOptions(input_frames=2, output_frames=2, window=8, split=(0.5, 0.25, 0.25)),
+    )
     cube = open_cube(tmp_path / "c.zarr")
     assert cube.data.chunks is not None  # lazy
     assert cube.data.shape == (16, 2, 24, 20)

@@ -8,7 +8,6 @@ import numpy as np
 import pytest
 import rasterio
 import xarray as xr
-
 from support.series import make_netcdf, make_series_array
 
 from vmrnn_cli import synthetic
@@ -57,8 +56,11 @@ def test_cube_reads_back_with_plain_xarray_and_rioxarray(cli, series, tmp_path):
 
 def test_windows_match_brute_force_and_never_straddle_parts(series, tmp_path):
     out = tmp_path / "cube.zarr"
-    prepare([str(series / "*.tif")], out, PrepareOptions(input_frames=3, output_frames=2, window=16, stride=12,
-                                                         split=(0.6, 0.2, 0.2)))
+    prepare(
+        [str(series / "*.tif")],
+        out,
+        PrepareOptions(input_frames=3, output_frames=2, window=16, stride=12, split=(0.6, 0.2, 0.2)),
+    )
     cube = open_cube(out)
     data = make_series_array(30, 40, 56, bands=2)
     length, patch = 5, 16
@@ -85,8 +87,11 @@ def test_windows_skip_mostly_empty_patches(tmp_path):
             values = dst.read(1)
             values[:16, :16] = -9999
             dst.write(values, 1)
-    prepare([str(tmp_path / "in") + "/*.tif"], tmp_path / "c.zarr",
-            PrepareOptions(input_frames=2, output_frames=2, window=16, split=(1, 0, 0)))
+    prepare(
+        [str(tmp_path / "in") + "/*.tif"],
+        tmp_path / "c.zarr",
+        PrepareOptions(input_frames=2, output_frames=2, window=16, split=(1, 0, 0)),
+    )
     windows = open_cube(tmp_path / "c.zarr").windows("train")
     assert len(windows) == 5 * 3
     assert not ((windows[:, 1] == 0) & (windows[:, 2] == 0)).any()
@@ -132,8 +137,11 @@ def test_zarr_v2_default_is_read_by_gdal(series, tmp_path):
 
 def test_zarr_v3_on_request(series, tmp_path):
     out = tmp_path / "cube.zarr"
-    prepare([str(series / "*.tif")], out,
-            PrepareOptions(input_frames=3, output_frames=2, window=16, split=(1, 0, 0), zarr_format=3))
+    prepare(
+        [str(series / "*.tif")],
+        out,
+        PrepareOptions(input_frames=3, output_frames=2, window=16, split=(1, 0, 0), zarr_format=3),
+    )
     assert (out / "zarr.json").exists()
     assert xr.open_zarr(out, decode_coords="all").rio.crs.to_epsg() == 32633
     assert open_cube(out).windows("train").shape[1] == 3
@@ -142,9 +150,21 @@ def test_zarr_v3_on_request(series, tmp_path):
 def test_console_script_stdout_is_only_the_path(series, tmp_path):
     out = tmp_path / "cube.zarr"
     result = subprocess.run(
-        [sys.executable, "-m", "vmrnn_cli", "prepare", str(series / "*.tif"), "-o", str(out), *SMALL,
-         "--split", "1,0,0"],
-        capture_output=True, text=True, check=False,
+        [
+            sys.executable,
+            "-m",
+            "vmrnn_cli",
+            "prepare",
+            str(series / "*.tif"),
+            "-o",
+            str(out),
+            *SMALL,
+            "--split",
+            "1,0,0",
+        ],
+        capture_output=True,
+        text=True,
+        check=False,
     )
     assert result.returncode == 0, result.stderr
     assert result.stdout == f"{out}\n"
@@ -187,8 +207,20 @@ def test_bad_inputs(cli, tmp_path):
     out = tmp_path / "out" / "cube.zarr"
     out.parent.mkdir()
     for name, (inputs, message) in _bad_inputs(tmp_path).items():
-        args = ["prepare", "-o", out, "--input-frames", "3", "--output-frames", "2", "--window", "8",
-                "--split", "1,0,0", *inputs]  # options in `inputs` come last and win
+        args = [
+            "prepare",
+            "-o",
+            out,
+            "--input-frames",
+            "3",
+            "--output-frames",
+            "2",
+            "--window",
+            "8",
+            "--split",
+            "1,0,0",
+            *inputs,
+        ]  # options in `inputs` come last and win
         code, stdout, stderr = cli(args)
         assert code == 1, name
         assert stdout == "", name
@@ -199,8 +231,20 @@ def test_bad_inputs(cli, tmp_path):
 
 def test_short_series_suggests_split(cli, tmp_path):
     synthetic.make_geotiff_series(tmp_path / "in", 6, 16, 16)
-    code, _, stderr = cli(["prepare", str(tmp_path / "in" / "*.tif"), "-o", tmp_path / "c.zarr", "--window",
-                           "16", "--input-frames", "3", "--output-frames", "2"])
+    code, _, stderr = cli(
+        [
+            "prepare",
+            str(tmp_path / "in" / "*.tif"),
+            "-o",
+            tmp_path / "c.zarr",
+            "--window",
+            "16",
+            "--input-frames",
+            "3",
+            "--output-frames",
+            "2",
+        ]
+    )
     assert code == 1 and "--split 1,0,0" in stderr
     assert not (tmp_path / "c.zarr").exists()
 
@@ -210,8 +254,9 @@ def test_all_nodata_is_refused(cli, tmp_path):
     for path in paths:
         with rasterio.open(path, "r+") as dst:
             dst.write(np.full((1, 16, 16), -9999, np.float32))
-    code, _, stderr = cli(["prepare", str(tmp_path / "in" / "*.tif"), "-o", tmp_path / "c.zarr", *SMALL,
-                           "--split", "1,0,0"])
+    code, _, stderr = cli(
+        ["prepare", str(tmp_path / "in" / "*.tif"), "-o", tmp_path / "c.zarr", *SMALL, "--split", "1,0,0"]
+    )
     assert code == 1 and "no window of the train part has >= 50% valid pixels" in stderr
     assert leftovers(tmp_path) == [] and not (tmp_path / "c.zarr").exists()
 

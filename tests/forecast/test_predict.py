@@ -13,7 +13,6 @@ import rasterio
 import rioxarray  # noqa: F401
 import xarray as xr
 from rio_cogeo.cogeo import cog_validate
-
 from support.series import make_netcdf
 
 from vmrnn_cli import synthetic
@@ -40,8 +39,9 @@ def test_cog_forecast_reads_back(cli, tiny_run, tmp_path) -> None:
             data[:, 2:6, 3:9] = dst.nodata
             dst.write(data)
     out = tmp_path / "forecast"
-    code, stdout, err = cli(["predict", "-m", tiny_run.run, "--horizon", "4", *sorted(scene.iterdir()),
-                             "-o", out, "--device", "cpu"])
+    code, stdout, err = cli(
+        ["predict", "-m", tiny_run.run, "--horizon", "4", *sorted(scene.iterdir()), "-o", out, "--device", "cpu"]
+    )
     assert code == 0, err
     start = last_time(tiny_run.tifs)
     expected = [start + pd.Timedelta(days=16 * k) for k in range(1, 5)]
@@ -64,8 +64,23 @@ def test_cog_forecast_reads_back(cli, tiny_run, tmp_path) -> None:
 
 def test_json_summary_and_context(cli, tiny_run, tmp_path) -> None:
     out = tmp_path / "f"
-    code, stdout, err = cli(["predict", "-m", tiny_run.run / "best.pt", "--horizon", "1", "--context", "2",
-                             "--overlap", "0", *tiny_run.tifs, "-o", out, "--json"])
+    code, stdout, err = cli(
+        [
+            "predict",
+            "-m",
+            tiny_run.run / "best.pt",
+            "--horizon",
+            "1",
+            "--context",
+            "2",
+            "--overlap",
+            "0",
+            *tiny_run.tifs,
+            "-o",
+            out,
+            "--json",
+        ]
+    )
     assert code == 0, err
     summary = json.loads(stdout)
     assert summary["paths"] == [str(p) for p in sorted(out.iterdir())] and len(summary["paths"]) == 1
@@ -81,8 +96,18 @@ def test_netcdf_forecast_is_cf_compliant(cli, tiny_run, tmp_path) -> None:
     assert code == 0, err
     assert stdout.split() == [str(out)]
     report_path = tmp_path / "report.json"
-    subprocess.run([str(Path(sys.executable).parent / "compliance-checker"), "--test=cf:1.8", "-f", "json",
-                    "-o", str(report_path), str(out)], capture_output=True)
+    subprocess.run(
+        [
+            str(Path(sys.executable).parent / "compliance-checker"),
+            "--test=cf:1.8",
+            "-f",
+            "json",
+            "-o",
+            str(report_path),
+            str(out),
+        ],
+        capture_output=True,
+    )
     report = json.loads(report_path.read_text())["cf:1.8"]
     assert report["high_count"] == 0 and report["medium_count"] == 0
     ds = xr.open_dataset(out, decode_coords="all")
@@ -91,13 +116,12 @@ def test_netcdf_forecast_is_cf_compliant(cli, tiny_run, tmp_path) -> None:
 
 
 def test_zarr_forecast_from_a_noleap_netcdf(cli, tmp_path) -> None:
-    nc = make_netcdf(tmp_path / "in.nc", calendar="noleap", n_frames=12, height=20, width=24,
-                               crs="EPSG:32633")
+    nc = make_netcdf(tmp_path / "in.nc", calendar="noleap", n_frames=12, height=20, width=24, crs="EPSG:32633")
     cube = tmp_path / "cube.zarr"
     prepare([str(nc)], cube, PrepareOptions(input_frames=3, output_frames=2, window=16, stride=8, split=(1, 0, 0)))
     train(cube, tmp_path / "run", given={"embed_dim": 8, "depths": [1], "epochs": 1, "device": "cpu"})
     out = tmp_path / "f.zarr"
-    code, stdout, err = cli(["predict", "-m", tmp_path / "run", "--horizon", "2", nc, "-o", out])
+    code, _stdout, err = cli(["predict", "-m", tmp_path / "run", "--horizon", "2", nc, "-o", out])
     assert code == 0, err
     ds = xr.open_zarr(out, decode_coords="all", decode_times=xr.coders.CFDatetimeCoder(use_cftime=True))
     assert ds["forecast"].rio.crs.to_epsg() == 32633
@@ -107,14 +131,17 @@ def test_zarr_forecast_from_a_noleap_netcdf(cli, tmp_path) -> None:
     assert ds["time"].values[0].calendar == "noleap"
 
 
-@pytest.mark.parametrize("per_tile, free, expected", [
-    (2**20, 100 * 2**20, 50),  # half of the free memory, a whole number of tiles
-    (3 * 2**20, 100 * 2**20, 16),
-    (2**20, 2**40, MAX_GPU_BATCH),  # capped: the rollout is compute-bound long before
-    (2**30, 2**20, 1),  # one tile even when it looks too big: forecasting one at a time is the floor
-    (0.0, 2**30, MAX_GPU_BATCH),
-    (2**20, -2**20, 1),  # the forecast canvas took more than was free
-])
+@pytest.mark.parametrize(
+    "per_tile, free, expected",
+    [
+        (2**20, 100 * 2**20, 50),  # half of the free memory, a whole number of tiles
+        (3 * 2**20, 100 * 2**20, 16),
+        (2**20, 2**40, MAX_GPU_BATCH),  # capped: the rollout is compute-bound long before
+        (2**30, 2**20, 1),  # one tile even when it looks too big: forecasting one at a time is the floor
+        (0.0, 2**30, MAX_GPU_BATCH),
+        (2**20, -(2**20), 1),  # the forecast canvas took more than was free
+    ],
+)
 def test_batch_for_memory(per_tile: float, free: int, expected: int) -> None:
     assert batch_for_memory(per_tile, free) == expected
 
@@ -136,17 +163,20 @@ def one_line_error(code, out, err, culprit, output: Path, exit_code: int = 1) ->
     assert not [p for p in output.parent.iterdir() if p.name.startswith(".")]
 
 
-@pytest.mark.parametrize("problem, match", [
-    ("not_a_checkpoint", "not a vmrnn checkpoint"),
-    ("shape", "shape 20x28 differs from the training cube's 20x24"),
-    ("crs", "CRS EPSG:32634 differs"),
-    ("bands", "2 band(s) differ from the training cube's 1"),
-    ("too_few", "2 frame(s), fewer than the 3 context frames"),
-    ("all_nodata", "the last 3 frames hold no valid pixel"),
-    ("horizon", "--horizon: must be a positive integer, got 0"),
-    ("overlap", "--overlap: must be between 0 and 15"),
-    ("exists", "already exists"),
-])
+@pytest.mark.parametrize(
+    "problem, match",
+    [
+        ("not_a_checkpoint", "not a vmrnn checkpoint"),
+        ("shape", "shape 20x28 differs from the training cube's 20x24"),
+        ("crs", "CRS EPSG:32634 differs"),
+        ("bands", "2 band(s) differ from the training cube's 1"),
+        ("too_few", "2 frame(s), fewer than the 3 context frames"),
+        ("all_nodata", "the last 3 frames hold no valid pixel"),
+        ("horizon", "--horizon: must be a positive integer, got 0"),
+        ("overlap", "--overlap: must be between 0 and 15"),
+        ("exists", "already exists"),
+    ],
+)
 def test_bad_inputs(cli, tiny_run, tmp_path, problem: str, match: str) -> None:
     model, inputs, output, extra = tiny_run.run, [str(p) for p in tiny_run.tifs], tmp_path / "out" / "f", []
     output.parent.mkdir()
@@ -156,8 +186,10 @@ def test_bad_inputs(cli, tiny_run, tmp_path, problem: str, match: str) -> None:
         model.write_text("hello")
     elif problem in ("shape", "crs", "bands"):
         kwargs = {"shape": {"width": 28}, "crs": {"crs": "EPSG:32634"}, "bands": {"bands": 2}}[problem]
-        inputs = [str(p) for p in synthetic.make_geotiff_series(tmp_path / "other", n_frames=4, height=20,
-                                                                 **{"width": 24, **kwargs})]
+        inputs = [
+            str(p)
+            for p in synthetic.make_geotiff_series(tmp_path / "other", n_frames=4, height=20, **{"width": 24, **kwargs})
+        ]
         culprit = inputs[0]
     elif problem == "too_few":
         inputs = inputs[-2:]

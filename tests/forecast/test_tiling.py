@@ -1,9 +1,10 @@
 """Tiling with overlap and blending: covers any scene, no seams, and equals the untiled forecast in one tile."""
 
+import itertools
+
 import numpy as np
 import pytest
 import torch
-
 from support.tiling_reference import forecast_tiled_reference
 
 from models import build_model
@@ -11,16 +12,20 @@ from vmrnn_cli.forecast.predict import scene_on
 from vmrnn_cli.forecast.rollout import rollout
 from vmrnn_cli.forecast.tiling import FLOOR, blend_window, coverage, fits_on, forecast_tiled, tile_starts
 
-DEVICES = ["cpu", pytest.param("cuda", marks=[pytest.mark.gpu, pytest.mark.skipif(
-    not torch.cuda.is_available(), reason="needs a CUDA GPU")])]
+DEVICES = [
+    "cpu",
+    pytest.param(
+        "cuda", marks=[pytest.mark.gpu, pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")]
+    ),
+]
 
 
 @pytest.mark.parametrize("size, tile, overlap", [(16, 16, 4), (10, 16, 4), (37, 16, 4), (53, 16, 0), (100, 16, 15)])
 def test_tiles_cover_the_axis_with_overlap(size: int, tile: int, overlap: int) -> None:
     starts = tile_starts(size, tile, overlap)
     assert starts[0] == 0 and starts[-1] + tile >= size
-    assert all(b - a <= tile - overlap for a, b in zip(starts, starts[1:]))
-    assert all(b > a for a, b in zip(starts, starts[1:]))
+    assert all(b - a <= tile - overlap for a, b in itertools.pairwise(starts))
+    assert all(b > a for a, b in itertools.pairwise(starts))
 
 
 def test_overlap_must_be_smaller_than_the_tile() -> None:
@@ -68,16 +73,18 @@ def mixing(tiles: torch.Tensor) -> torch.Tensor:
     """A 'model' whose output pixels mix their neighbours (3 x 3, zero-padded): overlapping tiles disagree."""
     batch, frames, channels, height, width = tiles.shape
     kernel = torch.randn(3 * channels, frames * channels, 3, 3, generator=torch.Generator().manual_seed(1))
-    out = torch.nn.functional.conv2d(tiles.reshape(batch, frames * channels, height, width),
-                                     kernel.to(tiles.device), padding=1)
+    out = torch.nn.functional.conv2d(
+        tiles.reshape(batch, frames * channels, height, width), kernel.to(tiles.device), padding=1
+    )
     return out.reshape(batch, 3, channels, height, width)
 
 
 @pytest.mark.parametrize("device", DEVICES)
-@pytest.mark.parametrize("height, width, overlap, batch_size",
-                         [(37, 53, 4, 3), (16, 16, 4, 1), (9, 40, 6, 2), (70, 45, 0, 5), (100, 64, 15, 7)])
-def test_device_blend_equals_the_reference(device: str, height: int, width: int, overlap: int,
-                                           batch_size: int) -> None:
+@pytest.mark.parametrize(
+    "height, width, overlap, batch_size",
+    [(37, 53, 4, 3), (16, 16, 4, 1), (9, 40, 6, 2), (70, 45, 0, 5), (100, 64, 15, 7)],
+)
+def test_device_blend_equals_the_reference(device: str, height: int, width: int, overlap: int, batch_size: int) -> None:
     frames = torch.randn(4, 2, height, width, generator=torch.Generator().manual_seed(height + width))
     reference = forecast_tiled_reference(mixing, frames, 16, overlap, batch_size)
     fast = forecast_tiled(mixing, frames.to(device), 16, overlap, batch_size)
@@ -89,7 +96,7 @@ def test_weight_sum_is_the_outer_product_of_coverages() -> None:
     weight_sum = np.zeros((37, 53))
     for y in tile_starts(37, 16, 5):
         for x in tile_starts(53, 16, 5):
-            weight_sum[y:y + 16, x:x + 16] += blend_window(16, 5)
+            weight_sum[y : y + 16, x : x + 16] += blend_window(16, 5)
     np.testing.assert_allclose(np.outer(coverage(37, 16, 5), coverage(53, 16, 5)), weight_sum, rtol=1e-6)
 
 

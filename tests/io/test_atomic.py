@@ -20,9 +20,8 @@ def test_file_is_renamed_into_place(tmp_path: Path) -> None:
 def test_existing_output_needs_overwrite(tmp_path: Path) -> None:
     target = tmp_path / "out.txt"
     target.write_text("old")
-    with pytest.raises(VmrnnError, match="out.txt: already exists; pass `overwrite`"):
-        with atomic_path(target, overwrite=False):
-            pass
+    with pytest.raises(VmrnnError, match="out.txt: already exists; pass `overwrite`"), atomic_path(target, False):
+        pass
     assert target.read_text() == "old"
 
 
@@ -30,11 +29,10 @@ def test_failure_keeps_old_directory(tmp_path: Path) -> None:
     target = tmp_path / "cube.zarr"
     target.mkdir()
     (target / "keep").write_text("old")
-    with pytest.raises(RuntimeError):
-        with atomic_path(target, overwrite=True) as tmp:
-            tmp.mkdir()
-            (tmp / "half").write_text("partial")
-            raise RuntimeError("killed")
+    with pytest.raises(RuntimeError), atomic_path(target, overwrite=True) as tmp:
+        tmp.mkdir()
+        (tmp / "half").write_text("partial")
+        raise RuntimeError("killed")
     assert (target / "keep").read_text() == "old"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["cube.zarr"]
 

@@ -10,7 +10,6 @@ import numpy as np
 import pytest
 import rasterio
 import xarray as xr
-
 from support.series import make_dataset, make_netcdf, make_series_array, make_zarr
 
 from vmrnn_cli import synthetic
@@ -119,8 +118,11 @@ def test_netcdf_two_variables_need_var(tmp_path):
     ds.to_netcdf(tmp_path / "two.nc")
     with pytest.raises(VmrnnError, match="two.nc: cannot tell which variable.*ndvi, other.*`var`"):
         read_rasters([str(tmp_path / "two.nc")])
-    np.testing.assert_allclose(read_rasters([str(tmp_path / "two.nc")], ReadOptions(var="other")).values[:, 0],
-                               2 * ds["ndvi"].values, rtol=1e-6)
+    np.testing.assert_allclose(
+        read_rasters([str(tmp_path / "two.nc")], ReadOptions(var="other")).values[:, 0],
+        2 * ds["ndvi"].values,
+        rtol=1e-6,
+    )
 
 
 def test_zarr_store(tmp_path):
@@ -184,7 +186,9 @@ def test_truncated_cog_with_header_first(tmp_path):
 )
 def test_mismatched_series(tmp_path, kwargs, message):
     good = synthetic.make_geotiff_series(tmp_path, 3, 20, 16)
-    odd = synthetic.make_geotiff_series(tmp_path / "odd", 1, **({"height": 20, "width": 16} | kwargs), start="2025-01-01")
+    odd = synthetic.make_geotiff_series(
+        tmp_path / "odd", 1, **({"height": 20, "width": 16} | kwargs), start="2025-01-01"
+    )
     with pytest.raises(VmrnnError, match=rf"{odd[0]}: {message}"):
         read_rasters([str(p) for p in good + odd])
 

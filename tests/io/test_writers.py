@@ -14,8 +14,8 @@ import xarray as xr
 from rasterio.transform import from_origin
 from rio_cogeo.cogeo import cog_validate
 
-from vmrnn_cli.errors import VmrnnError
 from vmrnn_cli.data.timeaxis import time_labels
+from vmrnn_cli.errors import VmrnnError
 from vmrnn_cli.io import cog
 from vmrnn_cli.io.cf import write_netcdf, write_zarr
 from vmrnn_cli.io.cog import write_cog
@@ -32,7 +32,9 @@ def forecast(times, crs="EPSG:32633", bands=("red", "nir"), height=23, width=31)
     transform = TRANSFORM if crs != "EPSG:4326" else from_origin(10.0, 46.0, 0.05, 0.05)
     x = transform.c + transform.a * (np.arange(width) + 0.5)
     y = transform.f + transform.e * (np.arange(height) + 0.5)
-    da = xr.DataArray(data, dims=("time", "band", "y", "x"), coords={"time": times, "band": list(bands), "y": y, "x": x})
+    da = xr.DataArray(
+        data, dims=("time", "band", "y", "x"), coords={"time": times, "band": list(bands), "y": y, "x": x}
+    )
     return da.rio.write_crs(crs).rio.write_transform(transform)
 
 
@@ -44,8 +46,9 @@ def compliance(path: Path) -> dict:
     """Run IOOS compliance-checker --test=cf:1.8 and return its JSON report for the file."""
     report = path.parent / "report.json"
     checker = Path(sys.executable).parent / "compliance-checker"
-    subprocess.run([str(checker), "--test=cf:1.8", "-f", "json", "-o", str(report), str(path)],
-                   capture_output=True, check=False)
+    subprocess.run(
+        [str(checker), "--test=cf:1.8", "-f", "json", "-o", str(report), str(path)], capture_output=True, check=False
+    )
     return json.loads(report.read_text())["cf:1.8"]
 
 
@@ -121,8 +124,9 @@ def test_netcdf_is_cf_compliant(tmp_path: Path, crs: str, times: np.ndarray) -> 
     assert ds["forecast"].rio.crs == da.rio.crs
     assert ds.rio.transform().almost_equals(da.rio.transform())
     assert ds["time"].encoding["calendar"] == ("noleap" if times is NOLEAP_HOURS else "proleptic_gregorian")
-    assert [t.isoformat() for t in ds["time"].values] == [pd.Timestamp(t).isoformat() if times is DAYS
-                                                          else t.isoformat() for t in times]
+    assert [t.isoformat() for t in ds["time"].values] == [
+        pd.Timestamp(t).isoformat() if times is DAYS else t.isoformat() for t in times
+    ]
     assert ds["forecast"].encoding["_FillValue"] == -9999.0
     assert list(ds["band_name"].values) == ["red", "nir"]
     np.testing.assert_array_equal(ds["forecast"].transpose("time", "band", "y", "x").values, da.values)

@@ -48,5 +48,3 @@ def ssim(pred: np.ndarray, truth: np.ndarray, data_range: float) -> float:
         s, n = ssim_sum(p, t, data_range)
         total, count = total + s, count + n
     return total / count if count else float("nan")
-
-

@@ -4,7 +4,7 @@ from collections.abc import Callable
 
 import torch
 
-from vmrnn_cli.forecast.tiling import pad_to_tile, blend_window, tile_starts
+from vmrnn_cli.forecast.tiling import blend_window, pad_to_tile, tile_starts
 
 
 def forecast_tiled_reference(
@@ -23,13 +23,13 @@ def forecast_tiled_reference(
     total: torch.Tensor | None = None
     weight_sum = torch.zeros(full_h, full_w)
     for first in range(0, len(corners), batch_size):
-        batch = corners[first:first + batch_size]
-        tiles = torch.stack([scene[:, :, y:y + tile, x:x + tile] for y, x in batch])
+        batch = corners[first : first + batch_size]
+        tiles = torch.stack([scene[:, :, y : y + tile, x : x + tile] for y, x in batch])
         out = forecast(tiles).float().cpu()
         if total is None:
             total = torch.zeros(out.shape[1], channels, full_h, full_w)
         for (y, x), piece in zip(batch, out):
-            total[:, :, y:y + tile, x:x + tile] += piece * weight
-            weight_sum[y:y + tile, x:x + tile] += weight
+            total[:, :, y : y + tile, x : x + tile] += piece * weight
+            weight_sum[y : y + tile, x : x + tile] += weight
     assert total is not None
     return (total / weight_sum)[:, :, :height, :width]

@@ -13,16 +13,31 @@ from vmrnn_cli.errors import VmrnnError
 from vmrnn_cli.training.checkpoint import Checkpoint, build_network, load_checkpoint, save_checkpoint
 
 MODEL = {"arch": "vmrnn-b", "patch_size": 4, "embed_dim": 8, "depths": 1, "output_activation": "identity"}
-GEO = {"crs_wkt": CRS.from_epsg(32633).to_wkt(), "transform": [30.0, 0.0, 5e5, 0.0, -30.0, 5e6], "shape": [20, 24],
-       "band_names": ["red", "nir"], "nodata": -9999.0, "time_step_seconds": 86400.0 * 16,
-       "calendar": "proleptic_gregorian", "input_frames": 3, "output_frames": 2, "patch_size": 16}
+GEO = {
+    "crs_wkt": CRS.from_epsg(32633).to_wkt(),
+    "transform": [30.0, 0.0, 5e5, 0.0, -30.0, 5e6],
+    "shape": [20, 24],
+    "band_names": ["red", "nir"],
+    "nodata": -9999.0,
+    "time_step_seconds": 86400.0 * 16,
+    "calendar": "proleptic_gregorian",
+    "input_frames": 3,
+    "output_frames": 2,
+    "patch_size": 16,
+}
 
 
 def make_checkpoint(state: dict | None = None) -> Checkpoint:
     torch.manual_seed(0)
     net = build_network(MODEL, in_channels=2, window=16)
-    return Checkpoint(net.state_dict(), {"model": MODEL, "train": {"epochs": 1}}, np.array([0.5, 0.25]),
-                      np.array([2.0, 3.0]), CubeSpec.from_json(GEO), state or {})
+    return Checkpoint(
+        net.state_dict(),
+        {"model": MODEL, "train": {"epochs": 1}},
+        np.array([0.5, 0.25]),
+        np.array([2.0, 3.0]),
+        CubeSpec.from_json(GEO),
+        state or {},
+    )
 
 
 def test_round_trip_rebuilds_the_same_model(tmp_path: Path) -> None:
@@ -52,12 +67,15 @@ class Payload:
         return (print, ("this must never run",))
 
 
-@pytest.mark.parametrize("content, reason", [
-    (b"not a checkpoint at all", "torch.load cannot read it"),
-    (b"", "torch.load cannot read it"),
-    ("code", "objects other than tensors"),
-    ("foreign", "no 'vmrnn-checkpoint' marker"),
-])
+@pytest.mark.parametrize(
+    "content, reason",
+    [
+        (b"not a checkpoint at all", "torch.load cannot read it"),
+        (b"", "torch.load cannot read it"),
+        ("code", "objects other than tensors"),
+        ("foreign", "no 'vmrnn-checkpoint' marker"),
+    ],
+)
 def test_not_a_checkpoint_is_one_clear_line(tmp_path: Path, content, reason: str, capsys) -> None:
     path = tmp_path / "model.pt"
     if content == "code":

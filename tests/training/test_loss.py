@@ -15,7 +15,7 @@ def test_masked_mse_ignores_nan_targets() -> None:
     loss.backward()
     assert torch.isfinite(pred.grad).all()
     assert (pred.grad[~valid] == 0).all()
-    sse, count = masked_sse(pred, target)
+    _sse, count = masked_sse(pred, target)
     assert int(count) == int(valid.sum())
 
 

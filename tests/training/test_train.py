@@ -1,6 +1,7 @@
 """`vmrnn train`: a tiny run end to end, config files, resume == uninterrupted, signals, DDP, bad inputs."""
 
 import csv
+import itertools
 import os
 import signal
 import subprocess
@@ -29,7 +30,7 @@ def test_learning_rate_warms_up_then_decays() -> None:
     lrs = [learning_rate(step, 100, 1e-3) for step in range(100)]
     assert lrs[0] == pytest.approx(2e-4) and lrs[4] == pytest.approx(1e-3)
     assert max(lrs) == pytest.approx(1e-3)
-    assert all(b <= a for a, b in zip(lrs[4:], lrs[5:])) and lrs[-1] < 1e-5
+    assert all(b <= a for a, b in itertools.pairwise(lrs[4:])) and lrs[-1] < 1e-5
 
 
 def test_train_writes_a_complete_run(cli, tiny_run, tmp_path) -> None:
@@ -87,9 +88,13 @@ def test_resume_after_interrupt_equals_uninterrupted(tiny_run, tmp_path, interru
 @pytest.mark.slow
 def test_sigterm_checkpoints_and_exits(tiny_run, tmp_path) -> None:
     run = tmp_path / "run"
-    proc = subprocess.Popen([sys.executable, "-m", "vmrnn_cli", "train", str(tiny_run.cube), "-o", str(run), *TINY,
-                             "--epochs", "500"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            env=subprocess_env())
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "vmrnn_cli", "train", str(tiny_run.cube), "-o", str(run), *TINY, "--epochs", "500"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=subprocess_env(),
+    )
     deadline = time.monotonic() + 240
     while not (run / "metrics.csv").exists() and proc.poll() is None and time.monotonic() < deadline:
         time.sleep(0.2)
@@ -106,9 +111,28 @@ def test_sigterm_checkpoints_and_exits(tiny_run, tmp_path) -> None:
 def test_ddp_two_cpu_processes_on_gloo(tiny_run, tmp_path) -> None:
     run = tmp_path / "run"
     result = subprocess.run(
-        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
-         "-m", "vmrnn_cli", "train", str(tiny_run.cube), "-o", str(run), *TINY, "--epochs", "2"],
-        capture_output=True, text=True, env=subprocess_env(), timeout=300)
+        [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--standalone",
+            "--nproc-per-node",
+            "2",
+            "-m",
+            "vmrnn_cli",
+            "train",
+            str(tiny_run.cube),
+            "-o",
+            str(run),
+            *TINY,
+            "--epochs",
+            "2",
+        ],
+        capture_output=True,
+        text=True,
+        env=subprocess_env(),
+        timeout=300,
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     assert "(2 process(es))" in result.stderr and "2 steps per epoch" in result.stderr
     assert result.stdout.split() == [str(run / n) for n in ("best.pt", "last.pt", "metrics.csv", "config.toml")]

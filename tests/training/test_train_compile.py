@@ -70,9 +70,9 @@ def test_compile_trains_the_same_model_and_saves_plain_names(cli, tiny_run, tmp_
 
 
 @pytest.mark.parametrize("first, then", [(True, "--no-compile"), (False, "--compile")])
-def test_resume_switches_compile_and_equals_an_uninterrupted_plain_run(cli, tiny_run, tmp_path, interrupted_train,
-                                                                       capsys, aot_eager, first: bool,
-                                                                       then: str) -> None:
+def test_resume_switches_compile_and_equals_an_uninterrupted_plain_run(
+    cli, tiny_run, tmp_path, interrupted_train, capsys, aot_eager, first: bool, then: str
+) -> None:
     train(tiny_run.cube, tmp_path / "straight", given=GIVEN)
     interrupted_train(tiny_run.cube, tmp_path / "resumed", {**GIVEN, "compile": first})
     capsys.readouterr()  # the log of the runs so far
@@ -92,8 +92,9 @@ def test_compiled_forward_with_the_default_backend_matches_eager_and_compiles_on
     """Inductor on the CPU (C++ through gcc) on the tiniest model: one 4 x 4 frame (one token) in, one out, and the
     reference scan, which dynamo captures whole (the torch scan's graph breaks would double the compile time)."""
     torch.manual_seed(0)
-    model = build_model("vmrnn-b", in_channels=1, img_size=(4, 4), patch_size=4, embed_dim=8, depths=1,
-                        scan_backend="reference")
+    model = build_model(
+        "vmrnn-b", in_channels=1, img_size=(4, 4), patch_size=4, embed_dim=8, depths=1, scan_backend="reference"
+    )
     frames = torch.randn(2, 1, 1, 4, 4)
     stats = torch._dynamo.utils.counters["stats"]
     before = stats["unique_graphs"]

@@ -12,9 +12,9 @@ import torch
 
 import vmrnn_cli.training.loop as train_module
 from models import build_model
-from vmrnn_cli.training.checkpoint import load_checkpoint
-from vmrnn_cli.options import TrainConfig, resolve_config
 from vmrnn_cli.errors import VmrnnError
+from vmrnn_cli.options import TrainConfig, resolve_config
+from vmrnn_cli.training.checkpoint import load_checkpoint
 from vmrnn_cli.training.loop import train
 from vmrnn_cli.training.step_modes import FixedHorizon, dispatch_to_graph, graphed_forward, use_cuda_graphs
 
@@ -42,8 +42,9 @@ def test_grad_checkpoint_trains_the_same_weights_and_round_trips(cli, tiny_run, 
     assert resolve_config(run / "config.toml", {}) == TrainConfig(**last.config["train"])
 
 
-def test_resume_keeps_grad_checkpoint_and_equals_an_uninterrupted_plain_run(cli, tiny_run, tmp_path,
-                                                                           interrupted_train) -> None:
+def test_resume_keeps_grad_checkpoint_and_equals_an_uninterrupted_plain_run(
+    cli, tiny_run, tmp_path, interrupted_train
+) -> None:
     """Also checks that the epoch's loss sums, kept on the device between checkpoints, survive an interrupt."""
     train(tiny_run.cube, tmp_path / "straight", given=GIVEN)
     interrupted_train(tiny_run.cube, tmp_path / "resumed", {**GIVEN, "grad_checkpoint": True})
@@ -65,8 +66,9 @@ def test_resume_may_switch_the_step_modes(cli, tiny_run, tmp_path) -> None:
     """They change how a step runs, not what it computes; options that change the maths stay refused."""
     run = tmp_path / "run"
     shutil.copytree(tiny_run.run, run)
-    code, _, err = cli(["train", tiny_run.cube, "-o", run, "--resume", "--grad-checkpoint", "--no-cuda-graphs",
-                        "--compile"])
+    code, _, err = cli(
+        ["train", tiny_run.cube, "-o", run, "--resume", "--grad-checkpoint", "--no-cuda-graphs", "--compile"]
+    )
     assert code == 0 and "training already finished" in err, err
     code, _, err = cli(["train", tiny_run.cube, "-o", run, "--resume", "--lr", "0.5"])
     assert code == 1 and "--lr 0.5 differs" in err
@@ -100,14 +102,17 @@ def test_compile_refused_with_cuda_graphs(cli, tiny_run, tmp_path) -> None:
 CUDA, CPU = torch.device("cuda"), torch.device("cpu")
 
 
-@pytest.mark.parametrize("options, device, world, expected", [
-    ({}, CUDA, 1, True),  # the default: on where graphs can run
-    ({}, CPU, 1, False),
-    ({}, CUDA, 2, False),
-    ({"compile": True}, CUDA, 1, False),
-    ({"cuda_graphs": False}, CUDA, 1, False),
-    ({"cuda_graphs": True}, CUDA, 1, True),
-])
+@pytest.mark.parametrize(
+    "options, device, world, expected",
+    [
+        ({}, CUDA, 1, True),  # the default: on where graphs can run
+        ({}, CPU, 1, False),
+        ({}, CUDA, 2, False),
+        ({"compile": True}, CUDA, 1, False),
+        ({"cuda_graphs": False}, CUDA, 1, False),
+        ({"cuda_graphs": True}, CUDA, 1, True),
+    ],
+)
 def test_cuda_graphs_default_on_where_they_can_run(options, device, world, expected) -> None:
     assert use_cuda_graphs(TrainConfig(**options), device, world) is expected
 
@@ -214,8 +219,9 @@ def warnings_in(err: str) -> list[str]:
     return [line for line in err.splitlines() if line.startswith("warning:")]
 
 
-def test_failed_default_capture_warns_once_and_trains_as_without_graphs(cli, tiny_run, tmp_path,
-                                                                       failing_capture) -> None:
+def test_failed_default_capture_warns_once_and_trains_as_without_graphs(
+    cli, tiny_run, tmp_path, failing_capture
+) -> None:
     code, _, err = cli(["train", tiny_run.cube, "-o", tmp_path / "eager", *TINY, "--no-cuda-graphs"])
     assert code == 0 and failing_capture == [] and warnings_in(err) == [], err
     code, _, err = cli(["train", tiny_run.cube, "-o", tmp_path / "fallback", *TINY])
@@ -232,8 +238,7 @@ def test_failed_default_capture_warns_once_and_trains_as_without_graphs(cli, tin
     assert "cuda_graphs" not in (tmp_path / "fallback" / "config.toml").read_text()
 
 
-def test_failed_explicit_capture_is_one_error_line_and_leaves_no_run(cli, tiny_run, tmp_path,
-                                                                    failing_capture) -> None:
+def test_failed_explicit_capture_is_one_error_line_and_leaves_no_run(cli, tiny_run, tmp_path, failing_capture) -> None:
     code, out, err = cli(["train", tiny_run.cube, "-o", tmp_path / "new", *TINY, "--cuda-graphs"])
     line = one_line_error(code, err)
     assert f"(RuntimeError: {CAPTURE_ERROR});" in line and "--no-cuda-graphs" in line and out == ""
@@ -247,9 +252,9 @@ def test_failed_explicit_capture_is_one_error_line_and_leaves_no_run(cli, tiny_r
     assert failing_capture == [1, 1]
 
 
-def test_resume_after_a_failed_capture_falls_back_again_and_continues_exactly(cli, tiny_run, tmp_path,
-                                                                             interrupted_train, failing_capture,
-                                                                             capsys) -> None:
+def test_resume_after_a_failed_capture_falls_back_again_and_continues_exactly(
+    cli, tiny_run, tmp_path, interrupted_train, failing_capture, capsys
+) -> None:
     """The run keeps the default, so --resume tries the capture again (--no-cuda-graphs there would not)."""
     train(tiny_run.cube, tmp_path / "straight", given={**GIVEN, "cuda_graphs": False})
     interrupted_train(tiny_run.cube, tmp_path / "resumed", GIVEN)

@@ -27,8 +27,13 @@ def run_cli(*args: str) -> subprocess.CompletedProcess:
 @pytest.fixture(scope="module")
 def evaluated(tiny_run, tmp_path_factory):
     out = tmp_path_factory.mktemp("evaluate")
-    result, paths = evaluate(tiny_run.run, tiny_run.cube, EvaluateOptions(device="cpu", batch_size=3),
-                             json_path=out / "ev.json", plot_path=out / "scores.png")
+    result, paths = evaluate(
+        tiny_run.run,
+        tiny_run.cube,
+        EvaluateOptions(device="cpu", batch_size=3),
+        json_path=out / "ev.json",
+        plot_path=out / "scores.png",
+    )
     return result, paths, out
 
 
@@ -36,7 +41,7 @@ def _windows(cube, part):
     """(n, T, C, P, P) physical-unit windows of a split, read directly from the cube."""
     data = cube.data.values
     size, frames = cube.window, cube.input_frames + cube.output_frames
-    return np.stack([data[t0:t0 + frames, :, y0:y0 + size, x0:x0 + size] for t0, y0, x0 in cube.windows(part)])
+    return np.stack([data[t0 : t0 + frames, :, y0 : y0 + size, x0 : x0 + size] for t0, y0, x0 in cube.windows(part)])
 
 
 def test_json_schema(evaluated):
@@ -72,15 +77,16 @@ def test_scores_match_direct_computation(tiny_run, evaluated):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)  # pixels never observed in training
         normal = np.nanmean(cube.data.values[start:stop], axis=0)
-    climatology = np.stack([normal[:, y0:y0 + cube.window, x0:x0 + cube.window]
-                            for _, y0, x0 in cube.windows("test")])[:, None].repeat(cube.output_frames, axis=1)
+    climatology = np.stack(
+        [normal[:, y0 : y0 + cube.window, x0 : x0 + cube.window] for _, y0, x0 in cube.windows("test")]
+    )[:, None].repeat(cube.output_frames, axis=1)
     # The model, rolled out directly on normalised windows.
     ckpt = load_checkpoint(tiny_run.run)
     mean, std = ckpt.mean.reshape(1, 1, -1, 1, 1), ckpt.std.reshape(1, 1, -1, 1, 1)
     net = ckpt.build_model().eval()
     with torch.no_grad():
         out = net(torch.from_numpy(np.nan_to_num((context - mean) / std)).float(), cube.output_frames)
-    model = out[:, -cube.output_frames:].numpy() * std + mean
+    model = out[:, -cube.output_frames :].numpy() * std + mean
     valid = np.isfinite(truth) & np.isfinite(persistence) & np.isfinite(climatology)
     assert not valid.all()  # nodata holes are left out
     for name, forecast in (("model", model), ("persistence", persistence), ("climatology", climatology)):
@@ -135,8 +141,9 @@ def test_cli_rejects_batch_size_below_one(tiny_run, cli):
 
 
 def test_cli_json_to_stdout_and_table_on_stderr(tiny_run):
-    result = run_cli("evaluate", str(tiny_run.cube), "-m", str(tiny_run.run), "--json", "--part", "val",
-                     "--device", "cpu")
+    result = run_cli(
+        "evaluate", str(tiny_run.cube), "-m", str(tiny_run.run), "--json", "--part", "val", "--device", "cpu"
+    )
     assert result.returncode == 0, result.stderr
     data = json.loads(result.stdout)
     assert data["part"] == "val" and set(data["model"]) == SCORES

@@ -5,7 +5,6 @@ import math
 import numpy as np
 import pytest
 from skimage.metrics import structural_similarity
-
 from support import metrics_reference as reference
 
 from vmrnn_cli.verify import metrics

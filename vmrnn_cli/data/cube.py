@@ -35,16 +35,30 @@ class CubeSpec:
 
     def to_json(self) -> dict[str, Any]:
         """Plain JSON-able values, stored in checkpoints (the window under its first name, "patch_size")."""
-        return {**self.grid.to_json(), "band_names": list(self.band_names), "nodata": self.nodata,
-                "time_step_seconds": self.time_step_seconds, "calendar": self.calendar,
-                "input_frames": self.input_frames, "output_frames": self.output_frames, "patch_size": self.window}
+        return {
+            **self.grid.to_json(),
+            "band_names": list(self.band_names),
+            "nodata": self.nodata,
+            "time_step_seconds": self.time_step_seconds,
+            "calendar": self.calendar,
+            "input_frames": self.input_frames,
+            "output_frames": self.output_frames,
+            "patch_size": self.window,
+        }
 
     @classmethod
     def from_json(cls, values: dict[str, Any]) -> CubeSpec:
         """The inverse of `to_json`."""
-        return cls(Grid.from_json(values), list(values["band_names"]), values["nodata"], values["time_step_seconds"],
-                   values["calendar"], int(values["input_frames"]), int(values["output_frames"]),
-                   int(values["patch_size"]))
+        return cls(
+            Grid.from_json(values),
+            list(values["band_names"]),
+            values["nodata"],
+            values["time_step_seconds"],
+            values["calendar"],
+            int(values["input_frames"]),
+            int(values["output_frames"]),
+            int(values["patch_size"]),
+        )
 
 
 @dataclass
@@ -78,9 +92,16 @@ class Cube:
         """The cube's grid, bands, time step and window sizes, as a checkpoint keeps them."""
         times = self.data["time"].values
         nodata = None if self.nodata is None or np.isnan(self.nodata) else float(self.nodata)
-        return CubeSpec(self.grid, list(self.band_names), nodata, time_step_seconds(times),
-                        getattr(times[0], "calendar", "") or "proleptic_gregorian", self.input_frames,
-                        self.output_frames, self.window)
+        return CubeSpec(
+            self.grid,
+            list(self.band_names),
+            nodata,
+            time_step_seconds(times),
+            getattr(times[0], "calendar", "") or "proleptic_gregorian",
+            self.input_frames,
+            self.output_frames,
+            self.window,
+        )
 
 
 def open_cube(path: str | Path) -> Cube:
@@ -90,7 +111,7 @@ def open_cube(path: str | Path) -> Cube:
         raise VmrnnError(f"{path}: no such cube")
     try:
         ds = xr.open_zarr(path, decode_coords="all")
-    except Exception as err:  # noqa: BLE001 - any failure to open is one line naming the file
+    except Exception as err:
         raise VmrnnError(f"{path}: not a readable Zarr cube ({err})") from None
     attrs = ds.attrs
     if attrs.get("vmrnn_cube") != CUBE_VERSION:

@@ -27,6 +27,6 @@ class WindowDataset(Dataset):
 
     def __getitem__(self, index: int) -> torch.Tensor:
         t0, y0, x0 = (int(v) for v in self.windows[index])
-        block = self.array[t0:t0 + self.frames, :, y0:y0 + self.size, x0:x0 + self.size]
+        block = self.array[t0 : t0 + self.frames, :, y0 : y0 + self.size, x0 : x0 + self.size]
         block = np.asarray(block.values, dtype=np.float32)
         return torch.from_numpy((block - self.mean) / self.std)

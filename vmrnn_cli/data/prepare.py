@@ -51,8 +51,10 @@ def prepare(inputs: list[str], output: Path, options: PrepareOptions | None = No
     if n_time < frames:
         raise VmrnnError(f"{source}: {n_time} frames, fewer than `input_frames` + `output_frames` = {frames}")
     if min(height, width) < side:
-        raise VmrnnError(f"{source}: the scene is {height} x {width} pixels, smaller than `window` {side}; "
-                         f"pass `window` {min(height, width)} or less")
+        raise VmrnnError(
+            f"{source}: the scene is {height} x {width} pixels, smaller than `window` {side}; "
+            f"pass `window` {min(height, width)} or less"
+        )
     ranges = split_ranges(n_time, options.split, frames, source)
     time_chunk = min(frames, n_time)
     block = side * max(1, DASK_CHUNK_SIDE // side)
@@ -99,8 +101,11 @@ def _stream(
     for start in range(0, n_time, time_chunk):
         stop = min(start + time_chunk, n_time)
         block = data.isel(time=slice(start, stop))
-        write = block.drop_vars([c for c in block.coords if c != "time"]).rename("data").to_dataset().to_zarr(
-            path, region={"time": slice(start, stop)}, compute=False, consolidated=False
+        write = (
+            block.drop_vars([c for c in block.coords if c != "time"])
+            .rename("data")
+            .to_dataset()
+            .to_zarr(path, region={"time": slice(start, stop)}, compute=False, consolidated=False)
         )
         rows = (max(start, train[0]) - start, max(min(stop, train[1]) - start, 0))
         chunks = block.data.to_delayed(optimize_graph=False)[0, 0]
@@ -141,8 +146,12 @@ def _merge_moments(count, mean, m2, b_count, b_mean, b_m2):
 
 
 def _write_index(
-    path: Path, stats: tuple[np.ndarray, np.ndarray, np.ndarray], windows: dict[str, np.ndarray],
-    ranges: dict[str, tuple[int, int]], da: xr.DataArray, options: PrepareOptions,
+    path: Path,
+    stats: tuple[np.ndarray, np.ndarray, np.ndarray],
+    windows: dict[str, np.ndarray],
+    ranges: dict[str, tuple[int, int]],
+    da: xr.DataArray,
+    options: PrepareOptions,
 ) -> None:
     """Add statistics and window index variables and the cube attributes, then consolidate metadata."""
     count, mean, m2 = stats

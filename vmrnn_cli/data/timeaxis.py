@@ -24,10 +24,14 @@ def valid_times(times: np.ndarray, horizon: int, step_seconds: float | None) -> 
     freq = xr.infer_freq(xr.DataArray(times, dims="time")) if len(times) >= 3 else None
     if freq is not None:
         calendar = getattr(last, "calendar", "standard")
-        return xr.date_range(start=last, periods=horizon + 1, freq=freq, calendar=calendar,
-                             use_cftime=use_cftime).values[1:]
-    step = times[-1] - times[-2] if len(times) >= 2 else (
-        np.timedelta64(int(step_seconds * 1e6), "us") if not use_cftime else timedelta(seconds=step_seconds))
+        return xr.date_range(
+            start=last, periods=horizon + 1, freq=freq, calendar=calendar, use_cftime=use_cftime
+        ).values[1:]
+    step = (
+        times[-1] - times[-2]
+        if len(times) >= 2
+        else (np.timedelta64(int(step_seconds * 1e6), "us") if not use_cftime else timedelta(seconds=step_seconds))
+    )
     return np.array([last + step * (k + 1) for k in range(horizon)])
 
 

@@ -40,8 +40,12 @@ def box_sums(cells: np.ndarray, box: int, step: int) -> np.ndarray:
 
 
 def window_index(
-    frame_counts: np.ndarray, ranges: dict[str, tuple[int, int]], window: int, values_per_frame: int,
-    stride: int, source: str,
+    frame_counts: np.ndarray,
+    ranges: dict[str, tuple[int, int]],
+    window: int,
+    values_per_frame: int,
+    stride: int,
+    source: str,
 ) -> dict[str, np.ndarray]:
     """(t0, y0, x0) of every window wholly inside its part with >= MIN_VALID_FRACTION valid values."""
     cumulative = np.concatenate([np.zeros((1,) + frame_counts.shape[1:], np.int64), frame_counts.cumsum(axis=0)])

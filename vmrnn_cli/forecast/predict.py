@@ -42,8 +42,12 @@ class PredictSummary:
     batch_size: int
 
     def as_json(self) -> dict[str, Any]:
-        return {**self.__dict__, "paths": [str(p) for p in self.paths], "checkpoint": str(self.checkpoint),
-                "shape": list(self.shape)}
+        return {
+            **self.__dict__,
+            "paths": [str(p) for p in self.paths],
+            "checkpoint": str(self.checkpoint),
+            "shape": list(self.shape),
+        }
 
 
 def grid_difference(da: xr.DataArray, spec: CubeSpec) -> str | None:
@@ -52,8 +56,10 @@ def grid_difference(da: xr.DataArray, spec: CubeSpec) -> str | None:
     if difference:
         return difference
     if da.sizes["band"] != len(spec.band_names):
-        return (f"{da.sizes['band']} band(s) differ from the training cube's {len(spec.band_names)} "
-                f"({', '.join(spec.band_names)}); select them with `bands`")
+        return (
+            f"{da.sizes['band']} band(s) differ from the training cube's {len(spec.band_names)} "
+            f"({', '.join(spec.band_names)}); select them with `bands`"
+        )
     return None
 
 
@@ -78,8 +84,10 @@ def predict(checkpoint: Path, inputs: list[str], output: Path, options: PredictO
     if difference:
         raise VmrnnError(f"{source}: {difference}")
     if da.sizes["time"] < context:
-        raise VmrnnError(f"{source}: {da.sizes['time']} frame(s), fewer than the {context} context frames "
-                         "needed (give more frames or a smaller `context`)")
+        raise VmrnnError(
+            f"{source}: {da.sizes['time']} frame(s), fewer than the {context} context frames "
+            "needed (give more frames or a smaller `context`)"
+        )
     frames = np.asarray(da.isel(time=slice(-context, None)).values, dtype=np.float32)
     dev = pick_device(options.device)
     scene = scene_on(frames, options.horizon, dev)
@@ -87,8 +95,11 @@ def predict(checkpoint: Path, inputs: list[str], output: Path, options: PredictO
         raise VmrnnError(f"{source}: the last {context} frames hold no valid pixel")
     forecast, batch_size = _forecast(ckpt, scene, options.horizon, tile, overlap, options.batch_size, dev)
     times = valid_times(da["time"].values, options.horizon, spec.time_step_seconds)
-    result = xr.DataArray(forecast, dims=("time", "band", "y", "x"),
-                          coords={"time": times, "band": spec.band_names, "y": da["y"].values, "x": da["x"].values})
+    result = xr.DataArray(
+        forecast,
+        dims=("time", "band", "y", "x"),
+        coords={"time": times, "band": spec.band_names, "y": da["y"].values, "x": da["x"].values},
+    )
     result = Grid.of(da).attach(result)
     fill = da.attrs.get("source_nodata")
     fill = spec.nodata if fill is None or np.isnan(fill) else fill
@@ -96,8 +107,14 @@ def predict(checkpoint: Path, inputs: list[str], output: Path, options: PredictO
     paths = get_writer(fmt)(result, output, fill, reference, overwrite=options.overwrite)
     height, width = spec.grid.shape
     return PredictSummary(
-        paths=paths, format=fmt, checkpoint=ckpt.path, horizon=options.horizon, context=context,
-        reference_time=iso_time(reference), valid_times=[iso_time(t) for t in times], crs=da.rio.crs.to_string(),
+        paths=paths,
+        format=fmt,
+        checkpoint=ckpt.path,
+        horizon=options.horizon,
+        context=context,
+        reference_time=iso_time(reference),
+        valid_times=[iso_time(t) for t in times],
+        crs=da.rio.crs.to_string(),
         shape=(len(spec.band_names), height, width),
         tiles=len(tile_starts(max(height, tile), tile, overlap)) * len(tile_starts(max(width, tile), tile, overlap)),
         batch_size=batch_size,
@@ -110,8 +127,15 @@ def scene_on(frames: np.ndarray, horizon: int, device: torch.device) -> torch.Te
     return torch.tensor(frames, device=device if fits_on(device, nbytes) else torch.device("cpu"))
 
 
-def _forecast(ckpt: Checkpoint, scene: torch.Tensor, horizon: int, tile: int, overlap: int, batch_size: int | None,
-              device: torch.device) -> tuple[np.ndarray, int]:
+def _forecast(
+    ckpt: Checkpoint,
+    scene: torch.Tensor,
+    horizon: int,
+    tile: int,
+    overlap: int,
+    batch_size: int | None,
+    device: torch.device,
+) -> tuple[np.ndarray, int]:
     """Normalise, roll the model out tile by tile, blend, de-normalise: (horizon, band, y, x) float32, and the
     tiles per batch used (`batch_size`, or `auto_batch_size`'s when None).
 
@@ -126,7 +150,6 @@ def _forecast(ckpt: Checkpoint, scene: torch.Tensor, horizon: int, tile: int, ov
     if batch_size is None:
         canvas = horizon * scene[0].numel() * 4 if scene.device.type == "cuda" else 0  # forecast_tiled's, made later
         batch_size = auto_batch_size(net, (*scene.shape[:2], tile, tile), horizon, device, canvas)
-    out = forecast_tiled(lambda tiles: rollout_on_device(net, tiles, horizon, device), scene, tile, overlap,
-                         batch_size)
+    out = forecast_tiled(lambda tiles: rollout_on_device(net, tiles, horizon, device), scene, tile, overlap, batch_size)
     out.mul_(std).add_(mean).masked_fill_(nodata, float("nan"))
     return out.cpu().numpy(), batch_size

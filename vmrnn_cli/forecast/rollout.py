@@ -17,8 +17,9 @@ def batch_for_memory(per_tile: float, free: int) -> int:
     return max(1, min(MAX_GPU_BATCH, int(BATCH_SHARE * free / max(per_tile, 1.0))))
 
 
-def auto_batch_size(net: torch.nn.Module, tile_shape: tuple[int, ...], horizon: int, device: torch.device,
-                    reserve: int) -> int:
+def auto_batch_size(
+    net: torch.nn.Module, tile_shape: tuple[int, ...], horizon: int, device: torch.device, reserve: int
+) -> int:
     """Tiles per forward pass when none is given: CPU_BATCH on the CPU; on a GPU, as many as fit in BATCH_SHARE of
     its free memory less `reserve` bytes (allocated later), by the peak memory of a rollout of PROBE_TILES tiles
     of `tile_shape` (T, C, tile, tile)."""
@@ -33,8 +34,7 @@ def auto_batch_size(net: torch.nn.Module, tile_shape: tuple[int, ...], horizon: 
     return batch_for_memory(per_tile, free_memory(device) - reserve)
 
 
-def rollout_on_device(net: torch.nn.Module, frames: torch.Tensor, horizon: int,
-                      device: torch.device) -> torch.Tensor:
+def rollout_on_device(net: torch.nn.Module, frames: torch.Tensor, horizon: int, device: torch.device) -> torch.Tensor:
     """The next `horizon` frames after normalised context frames (B, T, C, H, W) (NaN read as the mean, 0).
 
     No gradients, bf16 autocast on CUDA; returns (B, horizon, C, H, W) float32 on `device`.

@@ -39,7 +39,7 @@ def coverage(size: int, tile: int, overlap: int) -> np.ndarray:
     profile = blend_profile(tile, overlap)
     total = np.zeros(size)
     for start in tile_starts(size, tile, overlap):
-        total[start:start + tile] += profile
+        total[start : start + tile] += profile
     return total
 
 
@@ -81,13 +81,13 @@ def forecast_tiled(
     weight = torch.from_numpy(blend_window(tile, overlap)).to(scene.device)
     total: torch.Tensor | None = None
     for first in range(0, len(corners), batch_size):
-        batch = corners[first:first + batch_size]
-        tiles = torch.stack([scene[:, :, y:y + tile, x:x + tile] for y, x in batch])
+        batch = corners[first : first + batch_size]
+        tiles = torch.stack([scene[:, :, y : y + tile, x : x + tile] for y, x in batch])
         out = forecast(tiles).to(scene.device, torch.float32)
         if total is None:
             total = torch.zeros(out.shape[1], channels, full_h, full_w, device=scene.device)
         for (y, x), piece in zip(batch, out):
-            total[:, :, y:y + tile, x:x + tile].addcmul_(piece, weight)
+            total[:, :, y : y + tile, x : x + tile].addcmul_(piece, weight)
     assert total is not None
     rows = torch.from_numpy(coverage(full_h, tile, overlap)).to(scene.device, torch.float32)
     cols = torch.from_numpy(coverage(full_w, tile, overlap)).to(scene.device, torch.float32)

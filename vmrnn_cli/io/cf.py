@@ -13,8 +13,9 @@ from vmrnn_cli.data.timeaxis import calendar_of, iso_time
 from vmrnn_cli.io.atomic import atomic_path
 
 
-def forecast_dataset(forecast: xr.DataArray, nodata: float | None, reference_time: object,
-                     name: str = "forecast") -> tuple[xr.Dataset, dict]:
+def forecast_dataset(
+    forecast: xr.DataArray, nodata: float | None, reference_time: object, name: str = "forecast"
+) -> tuple[xr.Dataset, dict]:
     """The forecast as a CF-1.8 Dataset (band, time, y, x) plus the encoding to write it with."""
     da = forecast.transpose("band", "time", "y", "x").astype(np.float32)
     names = np.array([str(b) for b in da["band"].values], dtype=object)
@@ -31,13 +32,23 @@ def forecast_dataset(forecast: xr.DataArray, nodata: float | None, reference_tim
     ds["band"].attrs = {"long_name": "band number"}
     ds["band_name"].attrs = {"long_name": "band name"}
     ds["time"].attrs = {"standard_name": "time", "long_name": "forecast valid time", "axis": "T"}
-    ds["forecast_reference_time"].attrs = {"standard_name": "forecast_reference_time",
-                                           "long_name": "time of the last context frame"}
+    ds["forecast_reference_time"].attrs = {
+        "standard_name": "forecast_reference_time",
+        "long_name": "time of the last context frame",
+    }
     created = datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
-    ds.attrs = {"Conventions": "CF-1.8", "title": "VMRNN forecast", "source": f"vmrnn {__version__}",
-                "history": f"{created} written by vmrnn {__version__}"}
-    time_encoding = {"units": f"seconds since {iso_time(reference_time)}", "calendar": calendar_of(reference_time),
-                     "dtype": "float64", "_FillValue": None}
+    ds.attrs = {
+        "Conventions": "CF-1.8",
+        "title": "VMRNN forecast",
+        "source": f"vmrnn {__version__}",
+        "history": f"{created} written by vmrnn {__version__}",
+    }
+    time_encoding = {
+        "units": f"seconds since {iso_time(reference_time)}",
+        "calendar": calendar_of(reference_time),
+        "dtype": "float64",
+        "_FillValue": None,
+    }
     encoding = {
         name: {"dtype": "float32", "_FillValue": np.float32(np.nan if nodata is None else nodata)},
         "time": time_encoding,
@@ -48,8 +59,14 @@ def forecast_dataset(forecast: xr.DataArray, nodata: float | None, reference_tim
     return ds, encoding
 
 
-def write_netcdf(forecast: xr.DataArray, target: Path, nodata: float | None, reference_time: object,
-                 overwrite: bool = False, name: str = "forecast") -> list[Path]:
+def write_netcdf(
+    forecast: xr.DataArray,
+    target: Path,
+    nodata: float | None,
+    reference_time: object,
+    overwrite: bool = False,
+    name: str = "forecast",
+) -> list[Path]:
     """Write the forecast as one CF-1.8 NetCDF-4 file (band, time, y, x) with grid_mapping spatial_ref."""
     ds, encoding = forecast_dataset(forecast, nodata, reference_time, name)
     with atomic_path(Path(target), overwrite) as tmp:
@@ -57,8 +74,14 @@ def write_netcdf(forecast: xr.DataArray, target: Path, nodata: float | None, ref
     return [Path(target)]
 
 
-def write_zarr(forecast: xr.DataArray, target: Path, nodata: float | None, reference_time: object,
-               overwrite: bool = False, name: str = "forecast") -> list[Path]:
+def write_zarr(
+    forecast: xr.DataArray,
+    target: Path,
+    nodata: float | None,
+    reference_time: object,
+    overwrite: bool = False,
+    name: str = "forecast",
+) -> list[Path]:
     """Write the forecast as a Zarr v2 store (GDAL reads v2) with the same layout as the NetCDF output."""
     ds, encoding = forecast_dataset(forecast, nodata, reference_time, name)
     with atomic_path(Path(target), overwrite) as tmp:

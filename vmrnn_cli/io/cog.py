@@ -17,8 +17,9 @@ from vmrnn_cli.data.timeaxis import calendar_of, iso_time, time_labels, timestam
 from vmrnn_cli.io.atomic import atomic_path
 
 
-def write_cog(forecast: xr.DataArray, target: Path, nodata: float | None, reference_time: object,
-              overwrite: bool = False) -> list[Path]:
+def write_cog(
+    forecast: xr.DataArray, target: Path, nodata: float | None, reference_time: object, overwrite: bool = False
+) -> list[Path]:
     """Write one float32 Cloud-Optimized GeoTIFF per lead time into directory target, named by valid time.
 
     The files are written concurrently, each compressed by all CPUs: `rasterio.shutil.copy` (GDAL's
@@ -29,8 +30,15 @@ def write_cog(forecast: xr.DataArray, target: Path, nodata: float | None, refere
     labels = time_labels(times)
     fill = np.float32(np.nan if nodata is None else nodata)
     _, bands, height, width = forecast.shape
-    profile = {"width": width, "height": height, "count": bands, "dtype": "float32", "crs": forecast.rio.crs,
-               "transform": forecast.rio.transform(), "nodata": fill}
+    profile = {
+        "width": width,
+        "height": height,
+        "count": bands,
+        "dtype": "float32",
+        "crs": forecast.rio.crs,
+        "transform": forecast.rio.transform(),
+        "nodata": fill,
+    }
     tags = {"TIFFTAG_SOFTWARE": f"vmrnn {__version__}", "FORECAST_REFERENCE_TIME": iso_time(reference_time)}
     names = [str(b) for b in forecast["band"].values]
     data = forecast.values
@@ -38,9 +46,20 @@ def write_cog(forecast: xr.DataArray, target: Path, nodata: float | None, refere
         tmp.mkdir()
         with ThreadPoolExecutor(max_workers=min(len(labels), os.cpu_count() or 1)) as pool:
             jobs = [
-                pool.submit(_write_one_cog, tmp / f"{label}.tif", data[lead - 1], profile, names, tags | {
-                    "TIFFTAG_DATETIME": timestamp(valid).strftime("%Y:%m:%d %H:%M:%S"),
-                    "VALID_TIME": iso_time(valid), "LEAD_TIME_STEPS": str(lead), "CALENDAR": calendar_of(valid)})
+                pool.submit(
+                    _write_one_cog,
+                    tmp / f"{label}.tif",
+                    data[lead - 1],
+                    profile,
+                    names,
+                    tags
+                    | {
+                        "TIFFTAG_DATETIME": timestamp(valid).strftime("%Y:%m:%d %H:%M:%S"),
+                        "VALID_TIME": iso_time(valid),
+                        "LEAD_TIME_STEPS": str(lead),
+                        "CALENDAR": calendar_of(valid),
+                    },
+                )
                 for lead, (label, valid) in enumerate(zip(labels, times), start=1)
             ]
             for job in jobs:

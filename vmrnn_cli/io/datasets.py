@@ -23,7 +23,7 @@ def _open_dataset(path: Path, kind: str) -> xr.Dataset:
         if kind == "zarr":
             return xr.open_zarr(path, decode_coords="all", chunks={})
         return xr.open_dataset(path, decode_coords="all", chunks={"time": 1}, engine="netcdf4")
-    except Exception as err:  # noqa: BLE001 - any failure to open is one line naming the file
+    except Exception as err:
         what = "Zarr store" if kind == "zarr" else "NetCDF file"
         raise VmrnnError(f"{path}: not a readable {what} ({first_line(err)})") from None
 

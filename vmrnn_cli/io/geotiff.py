@@ -141,7 +141,9 @@ def read_geotiff_series(files: list[Path], time_format: str | None) -> xr.DataAr
         raise VmrnnError(f"{first.path}: has no CRS; assign one first (e.g. gdal_edit.py -a_srs EPSG:32633)")
     transform = first.grid.transform
     if transform.b != 0 or transform.d != 0:
-        raise VmrnnError(f"{first.path}: rotated or sheared grids are not supported; warp to a north-up grid (gdalwarp)")
+        raise VmrnnError(
+            f"{first.path}: rotated or sheared grids are not supported; warp to a north-up grid (gdalwarp)"
+        )
     order = sorted_by_time([f.time for f in frames], [f.path for f in frames])
     frames = [frames[i] for i in order]
     ys, xs = first.grid.centres()

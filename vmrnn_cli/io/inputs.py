@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import glob
+import itertools
 import os
 from pathlib import Path
 
@@ -55,7 +56,7 @@ def first_line(err: Exception) -> str:
 def sorted_by_time(times: list, files: list[Path]) -> np.ndarray:
     """Indices that sort `times`; refuses duplicates, naming both files."""
     order = np.argsort(np.array(times, dtype=object), kind="stable")
-    for a, b in zip(order[:-1], order[1:]):
+    for a, b in itertools.pairwise(order):
         if times[a] == times[b] and files[a] == files[b]:
             raise VmrnnError(f"{files[b]}: duplicate time {times[b]}")
         if times[a] == times[b]:

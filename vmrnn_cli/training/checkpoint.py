@@ -17,8 +17,8 @@ import torch
 from torch import nn
 
 from vmrnn_cli.data.cube import CubeSpec
-from vmrnn_cli.io.atomic import atomic_path
 from vmrnn_cli.errors import VmrnnError
+from vmrnn_cli.io.atomic import atomic_path
 
 FORMAT = "vmrnn-checkpoint"
 VERSION = 1
@@ -49,8 +49,9 @@ class Checkpoint:
             net.load_state_dict(self.model)
         except RuntimeError as err:
             first = str(err).strip().splitlines()[0]
-            raise VmrnnError(f"{self.path}: checkpoint weights do not fit a {self.config['model']['arch']} "
-                             f"model ({first})") from None
+            raise VmrnnError(
+                f"{self.path}: checkpoint weights do not fit a {self.config['model']['arch']} model ({first})"
+            ) from None
         return net
 
 
@@ -96,15 +97,19 @@ def load_checkpoint(path: Path) -> Checkpoint:
     path = resolve(path)
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:  # noqa: BLE001 - torch raises many types for foreign or corrupt files
-        kind = "it holds code or objects other than tensors and plain data" if "Unsupported global" in str(err) \
+    except Exception as err:
+        kind = (
+            "it holds code or objects other than tensors and plain data"
+            if "Unsupported global" in str(err)
             else "torch.load cannot read it"
+        )
         raise VmrnnError(f"{path}: not a vmrnn checkpoint ({kind})") from None
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
         raise VmrnnError(f"{path}: not a vmrnn checkpoint (no '{FORMAT}' marker)")
     if payload.get("version") != VERSION:
-        raise VmrnnError(f"{path}: checkpoint version {payload.get('version')} is not supported "
-                         f"(this vmrnn reads version {VERSION})")
+        raise VmrnnError(
+            f"{path}: checkpoint version {payload.get('version')} is not supported (this vmrnn reads version {VERSION})"
+        )
     try:
         return Checkpoint(
             model=payload["model"],

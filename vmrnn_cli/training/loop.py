@@ -81,10 +81,11 @@ def stop_on_signals() -> Iterator[list[int]]:
             signal.signal(sig, handler)
 
 
-def _forward_loss(model: Callable[[Tensor, int], Tensor], batch: Tensor, cube: Cube, device: torch.device
-                  ) -> tuple[Tensor, Tensor]:
+def _forward_loss(
+    model: Callable[[Tensor, int], Tensor], batch: Tensor, cube: Cube, device: torch.device
+) -> tuple[Tensor, Tensor]:
     """Sum of squared errors and valid-pixel count over every predicted next frame of a batch of windows."""
-    inputs = torch.nan_to_num(batch[:, :cube.input_frames])
+    inputs = torch.nan_to_num(batch[:, : cube.input_frames])
     with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
         out = model(inputs, cube.output_frames)
     return masked_sse(out, batch[:, 1:])
@@ -99,14 +100,22 @@ def _batches(loader: DataLoader) -> Iterator:
     return iter(loader)
 
 
-def _validate(net: torch.nn.Module, dataset: WindowDataset, cube: Cube, config: TrainConfig, ranks: Ranks,
-              device: torch.device, workers: int) -> float:
+def _validate(
+    net: torch.nn.Module,
+    dataset: WindowDataset,
+    cube: Cube,
+    config: TrainConfig,
+    ranks: Ranks,
+    device: torch.device,
+    workers: int,
+) -> float:
     """Masked MSE over all validation windows (all ranks together); NaN when there are none."""
     if len(dataset) == 0:
         return math.nan
     sampler = DistributedSampler(dataset, ranks.world, ranks.rank, shuffle=False)
-    loader = DataLoader(dataset, batch_size=config.batch_size, sampler=sampler, num_workers=workers,
-                        generator=torch.Generator())
+    loader = DataLoader(
+        dataset, batch_size=config.batch_size, sampler=sampler, num_workers=workers, generator=torch.Generator()
+    )
     sse, count = 0.0, 0.0
     net.eval()
     with torch.no_grad():
@@ -121,9 +130,15 @@ def _validate(net: torch.nn.Module, dataset: WindowDataset, cube: Cube, config: 
 def _progress(enabled: bool) -> Progress | nullcontext:
     if not enabled:
         return nullcontext()
-    return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                    TextColumn("loss {task.fields[loss]:.4f}  {task.fields[rate]:.1f} samples/s"),
-                    TimeRemainingColumn(), console=Console(stderr=True), transient=True)
+    return Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("loss {task.fields[loss]:.4f}  {task.fields[rate]:.1f} samples/s"),
+        TimeRemainingColumn(),
+        console=Console(stderr=True),
+        transient=True,
+    )
 
 
 def _log(ranks: Ranks, message: str) -> None:
@@ -131,8 +146,14 @@ def _log(ranks: Ranks, message: str) -> None:
         print(message, file=sys.stderr, flush=True)
 
 
-def train(cube_path: Path, run_dir: Path, config_file: Path | None = None, given: dict[str, Any] | None = None,
-          resume: bool = False, overwrite: bool = False) -> list[Path]:
+def train(
+    cube_path: Path,
+    run_dir: Path,
+    config_file: Path | None = None,
+    given: dict[str, Any] | None = None,
+    resume: bool = False,
+    overwrite: bool = False,
+) -> list[Path]:
     """Train (or with `resume`, continue) a run in run_dir; returns the files written (rank 0; [] elsewhere).
 
     `given` holds the options set on the command line; they override the TOML config file.
@@ -160,8 +181,9 @@ def train(cube_path: Path, run_dir: Path, config_file: Path | None = None, given
         raise VmrnnError(f"{cube_path}: differs from the cube this run was trained on ({', '.join(changed)})")
     train_set, val_set = WindowDataset(cube, "train"), WindowDataset(cube, "val")
     if len(train_set) == 0:
-        raise VmrnnError(f"{cube_path}: no training windows (prepare it with a longer train split or a smaller "
-                         "`window`)")
+        raise VmrnnError(
+            f"{cube_path}: no training windows (prepare it with a longer train split or a smaller `window`)"
+        )
     device = pick_device(config.device, ranks.local_rank)
     graphs = use_cuda_graphs(config, device, ranks.world)
     workers = config.workers if config.workers is not None else (4 if device.type == "cuda" else 0)
@@ -176,9 +198,19 @@ def train(cube_path: Path, run_dir: Path, config_file: Path | None = None, given
             dist.destroy_process_group()
 
 
-def _train(cube: Cube, run_dir: Path, config: TrainConfig, spec: CubeSpec, ckpt: Checkpoint | None,
-           ranks: Ranks, device: torch.device, graphs: bool, workers: int, train_set: WindowDataset,
-           val_set: WindowDataset) -> list[Path]:
+def _train(
+    cube: Cube,
+    run_dir: Path,
+    config: TrainConfig,
+    spec: CubeSpec,
+    ckpt: Checkpoint | None,
+    ranks: Ranks,
+    device: torch.device,
+    graphs: bool,
+    workers: int,
+    train_set: WindowDataset,
+    val_set: WindowDataset,
+) -> list[Path]:
     torch.manual_seed(config.seed)
     net = build_network(config.model_config(), len(cube.band_names), cube.window).to(device)
     net.checkpoint_steps = config.grad_checkpoint
@@ -200,11 +232,15 @@ def _train(cube: Cube, run_dir: Path, config: TrainConfig, spec: CubeSpec, ckpt:
     def checkpoint(name: str, with_state: bool) -> None:
         train_state: dict[str, Any] = {}
         if with_state:
-            train_state = {"optimizer": optimizer.state_dict(), "progress": asdict(state),
-                           "rng_cpu": torch.get_rng_state(),
-                           "rng_cuda": torch.cuda.get_rng_state(device) if device.type == "cuda" else None}
-        save_checkpoint(Checkpoint(net.state_dict(), full_config, cube.mean, cube.std, spec, train_state),
-                        run_dir / name)
+            train_state = {
+                "optimizer": optimizer.state_dict(),
+                "progress": asdict(state),
+                "rng_cpu": torch.get_rng_state(),
+                "rng_cuda": torch.cuda.get_rng_state(device) if device.type == "cuda" else None,
+            }
+        save_checkpoint(
+            Checkpoint(net.state_dict(), full_config, cube.mean, cube.std, spec, train_state), run_dir / name
+        )
 
     written = [run_dir / name for name in RUN_FILES] if ranks.main else []
     if state.epoch >= config.epochs:
@@ -214,8 +250,9 @@ def _train(cube: Cube, run_dir: Path, config: TrainConfig, spec: CubeSpec, ckpt:
     shape = (config.batch_size, cube.input_frames, len(cube.band_names), cube.window, cube.window)
     if graphs:  # before the run directory is written: a refused capture leaves no run behind
         capture_started = time.perf_counter()
-        graphed = graphed_unless_failed(net, shape, cube.output_frames, device, config.cuda_graphs is True,
-                                        lambda message: _log(ranks, message))
+        graphed = graphed_unless_failed(
+            net, shape, cube.output_frames, device, config.cuda_graphs is True, lambda message: _log(ranks, message)
+        )
         graphs = graphed is not None
         if graphed is not None:
             forward = graphed
@@ -227,22 +264,46 @@ def _train(cube: Cube, run_dir: Path, config: TrainConfig, spec: CubeSpec, ckpt:
         for name in RUN_FILES:
             (run_dir / name).unlink(missing_ok=True)
         (run_dir / "config.toml").write_text(to_toml(config))
-    modes = [name for name, on in (("per-frame activation checkpointing", config.grad_checkpoint),
-                                   ("CUDA graphs", graphs),
-                                   ("torch.compile (the first full batch compiles)", config.compile)) if on]
-    _log(ranks, f"training {config.arch} on {device} ({ranks.world} process(es))"
-                + "".join(f", {mode}" for mode in modes) + f": {len(train_set)} train / "
-                f"{len(val_set)} val windows, {steps_per_epoch} steps per epoch"
-                + ("" if len(val_set) else "; no validation windows, best.pt follows the training loss"))
+    modes = [
+        name
+        for name, on in (
+            ("per-frame activation checkpointing", config.grad_checkpoint),
+            ("CUDA graphs", graphs),
+            ("torch.compile (the first full batch compiles)", config.compile),
+        )
+        if on
+    ]
+    _log(
+        ranks,
+        f"training {config.arch} on {device} ({ranks.world} process(es))"
+        + "".join(f", {mode}" for mode in modes)
+        + f": {len(train_set)} train / "
+        f"{len(val_set)} val windows, {steps_per_epoch} steps per epoch"
+        + ("" if len(val_set) else "; no validation windows, best.pt follows the training loss"),
+    )
     show = ranks.main and sys.stderr.isatty()
     with stop_on_signals() as received, _progress(show) as bar:
         for epoch in range(state.epoch, config.epochs):
             sampler.set_epoch(epoch)
-            order = list(sampler)[state.batch * config.batch_size:]
-            loader = DataLoader(Subset(train_set, order), batch_size=config.batch_size, num_workers=workers,
-                                pin_memory=device.type == "cuda", generator=torch.Generator())
-            task = bar.add_task(f"epoch {epoch + 1}/{config.epochs}", total=steps_per_epoch,
-                                completed=state.batch, loss=math.nan, rate=0.0) if show else None
+            order = list(sampler)[state.batch * config.batch_size :]
+            loader = DataLoader(
+                Subset(train_set, order),
+                batch_size=config.batch_size,
+                num_workers=workers,
+                pin_memory=device.type == "cuda",
+                generator=torch.Generator(),
+            )
+            task = (
+                bar.add_task(
+                    f"epoch {epoch + 1}/{config.epochs}",
+                    total=steps_per_epoch,
+                    completed=state.batch,
+                    loss=math.nan,
+                    rate=0.0,
+                )
+                if show
+                else None
+            )
             started = time.perf_counter() - state.seconds
             # sse and valid-pixel count summed on the device: reading them every step would stall the CPU
             running = torch.tensor([state.sse, state.count], dtype=torch.float64, device=device)
@@ -260,7 +321,9 @@ def _train(cube: Cube, run_dir: Path, config: TrainConfig, spec: CubeSpec, ckpt:
                 state.samples += len(batch)
                 state.seconds = time.perf_counter() - started
                 if task is not None:
-                    bar.update(task, advance=1, loss=float(loss.detach()), rate=state.samples / max(state.seconds, 1e-9))
+                    bar.update(
+                        task, advance=1, loss=float(loss.detach()), rate=state.samples / max(state.seconds, 1e-9)
+                    )
                 signum = agreed_signal(received, ranks, device)
                 if signum:
                     state.sse, state.count = running.tolist()
@@ -274,20 +337,29 @@ def _train(cube: Cube, run_dir: Path, config: TrainConfig, spec: CubeSpec, ckpt:
             sse_all, count_all, samples_all = sum_ranks([state.sse, state.count, state.samples], ranks, device)
             train_loss = sse_all / count_all if count_all else math.nan
             val_loss = _validate(net, val_set, cube, config, ranks, device, workers)
-            row = {"epoch": epoch + 1, "train_loss": train_loss, "val_loss": val_loss,
-                   "lr": learning_rate(max(state.step - 1, 0), total_steps, config.lr),
-                   "samples_per_s": samples_all / max(state.seconds, 1e-9), "seconds": state.seconds}
+            row = {
+                "epoch": epoch + 1,
+                "train_loss": train_loss,
+                "val_loss": val_loss,
+                "lr": learning_rate(max(state.step - 1, 0), total_steps, config.lr),
+                "samples_per_s": samples_all / max(state.seconds, 1e-9),
+                "seconds": state.seconds,
+            }
             score = train_loss if math.isnan(val_loss) else val_loss
             improved = score < state.best
-            state = RunState(epoch=epoch + 1, step=state.step, best=min(state.best, score),
-                              metrics=[*state.metrics, row])
+            state = RunState(
+                epoch=epoch + 1, step=state.step, best=min(state.best, score), metrics=[*state.metrics, row]
+            )
             if ranks.main:
                 if improved:
                     checkpoint("best.pt", with_state=False)
                 checkpoint("last.pt", with_state=True)
                 write_metrics(run_dir, state.metrics)
-            _log(ranks, f"epoch {epoch + 1}/{config.epochs}  train_loss {train_loss:.5f}  val_loss {val_loss:.5f}  "
-                        f"{row['samples_per_s']:.1f} samples/s  {row['seconds']:.1f} s" + ("  *" if improved else ""))
+            _log(
+                ranks,
+                f"epoch {epoch + 1}/{config.epochs}  train_loss {train_loss:.5f}  val_loss {val_loss:.5f}  "
+                f"{row['samples_per_s']:.1f} samples/s  {row['seconds']:.1f} s" + ("  *" if improved else ""),
+            )
             signum = agreed_signal(received, ranks, device)
             if signum:
                 raise Interrupted(signum, run_dir / "last.pt")

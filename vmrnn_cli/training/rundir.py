@@ -23,8 +23,10 @@ def check_new_run(run_dir: Path, overwrite: bool) -> None:
     """Refuse to start over an existing run unless `overwrite` (then its files are replaced)."""
     existing = [name for name in RUN_FILES if (run_dir / name).exists()]
     if existing and not overwrite:
-        raise VmrnnError(f"{run_dir}: already holds a run ({', '.join(existing)}); "
-                         "pass `resume` to continue it or `overwrite` to start over")
+        raise VmrnnError(
+            f"{run_dir}: already holds a run ({', '.join(existing)}); "
+            "pass `resume` to continue it or `overwrite` to start over"
+        )
     if run_dir.exists() and not run_dir.is_dir():
         raise VmrnnError(f"{run_dir}: exists and is not a directory")
 
@@ -34,8 +36,10 @@ def resumed_config(ckpt: Checkpoint, given: dict[str, Any]) -> TrainConfig:
     config = TrainConfig(**ckpt.config["train"])
     for key, value in given.items():
         if key not in RESUMABLE_ANYWHERE and getattr(config, key) != value:
-            raise VmrnnError(f"{ckpt.path}: `{key}` {value} differs from the run's {getattr(config, key)}; "
-                             "a resumed run keeps its config (start a new run to change it)")
+            raise VmrnnError(
+                f"{ckpt.path}: `{key}` {value} differs from the run's {getattr(config, key)}; "
+                "a resumed run keeps its config (start a new run to change it)"
+            )
     return TrainConfig(**{**asdict(config), **{k: v for k, v in given.items() if k in RESUMABLE_ANYWHERE}})
 
 

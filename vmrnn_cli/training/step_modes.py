@@ -29,8 +29,9 @@ class FixedHorizon(nn.Module):
             return self.model(frames, self.horizon)
 
 
-def dispatch_to_graph(graphed: Callable[[Tensor], Tensor], eager: Callable[[Tensor, int], Tensor],
-                      shape: tuple[int, ...], horizon: int) -> Callable[[Tensor, int], Tensor]:
+def dispatch_to_graph(
+    graphed: Callable[[Tensor], Tensor], eager: Callable[[Tensor, int], Tensor], shape: tuple[int, ...], horizon: int
+) -> Callable[[Tensor, int], Tensor]:
     """A model-like forward: inputs of the captured shape at the captured horizon run `graphed`, any other
     batch (an epoch's last, partial one) runs `eager`, since a CUDA graph replays fixed shapes only (and a
     compiled forward would compile again for the new shape)."""
@@ -43,8 +44,9 @@ def dispatch_to_graph(graphed: Callable[[Tensor], Tensor], eager: Callable[[Tens
     return forward
 
 
-def graphed_forward(net: nn.Module, shape: tuple[int, ...], horizon: int, device: torch.device, bf16: bool
-                    ) -> Callable[[Tensor, int], Tensor]:
+def graphed_forward(
+    net: nn.Module, shape: tuple[int, ...], horizon: int, device: torch.device, bf16: bool
+) -> Callable[[Tensor, int], Tensor]:
     """net's forward and backward for float32 inputs of `shape` captured once as CUDA graphs (bf16 autocast
     inside when `bf16`); other shapes run eager. The capture's warm-up leaves parameters and .grad alone."""
     sample = torch.zeros(shape, device=device)  # like the real inputs: float32, requires_grad=False
@@ -52,20 +54,30 @@ def graphed_forward(net: nn.Module, shape: tuple[int, ...], horizon: int, device
     return dispatch_to_graph(graphed, net, shape, horizon)
 
 
-def graphed_unless_failed(net: nn.Module, shape: tuple[int, ...], horizon: int, device: torch.device,
-                           explicit: bool, warn: Callable[[str], None]) -> Callable[[Tensor, int], Tensor] | None:
+def graphed_unless_failed(
+    net: nn.Module,
+    shape: tuple[int, ...],
+    horizon: int,
+    device: torch.device,
+    explicit: bool,
+    warn: Callable[[str], None],
+) -> Callable[[Tensor, int], Tensor] | None:
     """graphed_forward(...); where the capture fails, an error if `cuda_graphs` asked for it, else one `warn` line
     and None: the default's graphs only speed up, and the failed warm-up changed no weight, .grad, buffer (the models
     have none) or RNG state, so eager training goes on as without graphs."""
     try:
         return graphed_forward(net, shape, horizon, device, bf16=True)  # as _forward_loss on CUDA
-    except Exception as err:  # noqa: BLE001 - whatever the capture raises, graphs cannot run on this setup
+    except Exception as err:
         reason = f"{type(err).__name__}: {next(iter(str(err).strip().splitlines()), '')}"
         if explicit:
-            raise VmrnnError(f"`cuda_graphs`: capturing the training step as CUDA graphs failed ({reason}); "
-                         "pass `no_cuda_graphs` to train without them") from err
-        warn(f"warning: capturing the training step as CUDA graphs failed ({reason}); training without them "
-             "(--no-cuda-graphs skips the capture and this warning)")
+            raise VmrnnError(
+                f"`cuda_graphs`: capturing the training step as CUDA graphs failed ({reason}); "
+                "pass `no_cuda_graphs` to train without them"
+            ) from err
+        warn(
+            f"warning: capturing the training step as CUDA graphs failed ({reason}); training without them "
+            "(--no-cuda-graphs skips the capture and this warning)"
+        )
         return None
 
 
@@ -84,12 +96,19 @@ def use_cuda_graphs(config: TrainConfig, device: torch.device, world: int) -> bo
     if config.cuda_graphs is None:
         return device.type == "cuda" and world == 1 and not config.compile
     if config.cuda_graphs and config.compile:
-        raise OptionError("compile", "cannot be combined with `cuda_graphs`, which captures the uncompiled model "
-                                     "(pick one; on `resume` pass `no_cuda_graphs` or `no_compile`)")
+        raise OptionError(
+            "compile",
+            "cannot be combined with `cuda_graphs`, which captures the uncompiled model "
+            "(pick one; on `resume` pass `no_cuda_graphs` or `no_compile`)",
+        )
     if config.cuda_graphs and world > 1:
-        raise VmrnnError(f"`cuda_graphs`: works in a single process only, not under torchrun with {world} "
-                         "processes (drop the option; on `resume` pass `no_cuda_graphs`)")
+        raise VmrnnError(
+            f"`cuda_graphs`: works in a single process only, not under torchrun with {world} "
+            "processes (drop the option; on `resume` pass `no_cuda_graphs`)"
+        )
     if config.cuda_graphs and device.type != "cuda":
-        raise VmrnnError("`cuda_graphs`: training runs on the CPU here and CUDA graphs need a CUDA GPU "
-                         "(drop the option; on `resume` pass `no_cuda_graphs`)")
+        raise VmrnnError(
+            "`cuda_graphs`: training runs on the CPU here and CUDA graphs need a CUDA GPU "
+            "(drop the option; on `resume` pass `no_cuda_graphs`)"
+        )
     return config.cuda_graphs

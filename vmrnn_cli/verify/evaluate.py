@@ -7,7 +7,6 @@ PSNR and SSIM use each band's data range (max - min) over the evaluated part.
 
 from __future__ import annotations
 
-import json
 import math
 import sys
 import warnings
@@ -19,7 +18,6 @@ import numpy as np
 import torch
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
-from rich.table import Table
 from torch.utils.data import DataLoader
 
 from vmrnn_cli.data.cube import Cube, open_cube
@@ -59,13 +57,21 @@ def _data_range(cube: Cube, part: str) -> np.ndarray:
 def _progress(total: int) -> Progress | nullcontext:
     if not sys.stderr.isatty():
         return nullcontext()
-    bar = Progress(TextColumn("evaluating"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
-                   console=Console(stderr=True), transient=True)
+    bar = Progress(
+        TextColumn("evaluating"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeRemainingColumn(),
+        console=Console(stderr=True),
+        transient=True,
+    )
     bar.add_task("windows", total=total)
     return bar
 
 
-def score_part(checkpoint: Path, cube_path: Path, options: EvaluateOptions) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+def score_part(
+    checkpoint: Path, cube_path: Path, options: EvaluateOptions
+) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
     """Forecast every window of the cube's part `options.part` and score it; returns the JSON-able result and one
     window's frames.
 
@@ -77,16 +83,23 @@ def score_part(checkpoint: Path, cube_path: Path, options: EvaluateOptions) -> t
     ckpt = load_checkpoint(checkpoint)
     cube = open_cube(cube_path)
     if len(cube.band_names) != len(ckpt.spec.band_names):
-        raise VmrnnError(f"{cube_path}: {len(cube.band_names)} band(s) differ from the {len(ckpt.spec.band_names)} "
-                         f"band(s) the model in {ckpt.path} was trained on")
+        raise VmrnnError(
+            f"{cube_path}: {len(cube.band_names)} band(s) differ from the {len(ckpt.spec.band_names)} "
+            f"band(s) the model in {ckpt.path} was trained on"
+        )
     windows = cube.windows(part)
     if len(windows) == 0:
-        raise VmrnnError(f"{cube_path}: the {part} part holds no window to evaluate (prepare the cube with a "
-                         "larger share for it in `split`)")
+        raise VmrnnError(
+            f"{cube_path}: the {part} part holds no window to evaluate (prepare the cube with a "
+            "larger share for it in `split`)"
+        )
     n_in, n_out, size = cube.input_frames, cube.output_frames, cube.window
     dev = pick_device(options.device)
-    print(f"evaluating {len(windows)} {part} window(s) of {cube_path} ({n_in} -> {n_out} frames) on {dev}",
-          file=sys.stderr, flush=True)
+    print(
+        f"evaluating {len(windows)} {part} window(s) of {cube_path} ({n_in} -> {n_out} frames) on {dev}",
+        file=sys.stderr,
+        flush=True,
+    )
     net = ckpt.build_model().to(dev).eval()
     batch_size = options.batch_size
     if batch_size is None:
@@ -108,8 +121,11 @@ def score_part(checkpoint: Path, cube_path: Path, options: EvaluateOptions) -> t
                 "model": rollout(net, normalised, n_out, dev).numpy() * ckpt_std + ckpt_mean,
                 "persistence": persistence(context, n_out),
                 "climatology": climatology(
-                    np.stack([normal[:, y0:y0 + size, x0:x0 + size] for _, y0, x0 in windows[done:done + len(batch)]]),
-                    n_out),
+                    np.stack(
+                        [normal[:, y0 : y0 + size, x0 : x0 + size] for _, y0, x0 in windows[done : done + len(batch)]]
+                    ),
+                    n_out,
+                ),
             }
             if not panel:
                 panel = {"context": context[0, :, 0], "truth": truth[0, :, 0], "forecast": forecasts["model"][0, :, 0]}
@@ -121,16 +137,29 @@ def score_part(checkpoint: Path, cube_path: Path, options: EvaluateOptions) -> t
                 bar.advance(bar.task_ids[0], len(batch))
     result: dict[str, Any] = {"lead_times": list(range(1, n_out + 1))}
     result.update({method: scores[method].result() for method in METHODS})
-    result["skill"] = [1.0 - m / p if p > 0 else math.nan
-                       for m, p in zip(result["model"]["mse"], result["persistence"]["mse"])]
+    result["skill"] = [
+        1.0 - m / p if p > 0 else math.nan for m, p in zip(result["model"]["mse"], result["persistence"]["mse"])
+    ]
     t0, y0, x0 = (int(v) for v in windows[0])
-    result.update(part=part, windows=len(windows), batch_size=batch_size, checkpoint=str(ckpt.path),
-                  cube=str(cube_path), band_names=list(cube.band_names), panel_window={"t0": t0, "y0": y0, "x0": x0})
+    result.update(
+        part=part,
+        windows=len(windows),
+        batch_size=batch_size,
+        checkpoint=str(ckpt.path),
+        cube=str(cube_path),
+        band_names=list(cube.band_names),
+        panel_window={"t0": t0, "y0": y0, "x0": x0},
+    )
     return result, panel
 
 
-def evaluate(checkpoint: Path, cube_path: Path, options: EvaluateOptions | None = None, json_path: Path | None = None,
-             plot_path: Path | None = None) -> tuple[dict[str, Any], list[Path]]:
+def evaluate(
+    checkpoint: Path,
+    cube_path: Path,
+    options: EvaluateOptions | None = None,
+    json_path: Path | None = None,
+    plot_path: Path | None = None,
+) -> tuple[dict[str, Any], list[Path]]:
     """Score the model, print the table on stderr and write the JSON and PNGs asked for; returns (result, paths)."""
     options = options or EvaluateOptions()
     overwrite = options.overwrite
@@ -150,8 +179,13 @@ def evaluate(checkpoint: Path, cube_path: Path, options: EvaluateOptions | None 
     if plot_path is not None:
         plots.plot_scores(result, plot_path, overwrite)
         window = result["panel_window"]
-        plots.plot_panel(panel["context"], panel["truth"], panel["forecast"], panel_path(plot_path),
-                         title=f"{result['part']} window t0={window['t0']} y0={window['y0']} x0={window['x0']}, "
-                               f"band {result['band_names'][0]}", overwrite=overwrite)
+        plots.plot_panel(
+            panel["context"],
+            panel["truth"],
+            panel["forecast"],
+            panel_path(plot_path),
+            title=f"{result['part']} window t0={window['t0']} y0={window['y0']} x0={window['x0']}, "
+            f"band {result['band_names'][0]}",
+            overwrite=overwrite,
+        )
     return result, targets
-

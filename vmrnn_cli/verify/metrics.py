@@ -11,6 +11,7 @@ from __future__ import annotations
 import numpy as np
 from skimage.metrics import structural_similarity
 
+
 def psnr_from_mse(mse_value: float, data_range: float) -> float:
     """Peak signal-to-noise ratio in dB for a given MSE and data range (inf for a perfect forecast)."""
     if not np.isfinite(mse_value):
@@ -60,7 +61,10 @@ class LeadTimeScores:
         pred = np.asarray(pred, dtype=np.float64)
         truth = np.asarray(truth, dtype=np.float64)
         if pred.shape != truth.shape or pred.ndim != 5 or pred.shape[1:3] != self.sse.shape:
-            raise ValueError(f"expected (N, {self.sse.shape[0]}, {self.sse.shape[1]}, H, W) arrays, got {pred.shape} and {truth.shape}")
+            raise ValueError(
+                f"expected (N, {self.sse.shape[0]}, {self.sse.shape[1]}, H, W) arrays, "
+                f"got {pred.shape} and {truth.shape}"
+            )
         mask = np.isfinite(pred) & np.isfinite(truth)
         diff = np.where(mask, pred - truth, 0.0)
         self.sse += (diff**2).sum(axis=(0, 3, 4))
@@ -81,9 +85,7 @@ class LeadTimeScores:
             mae_lead = self.sae.sum(axis=1) / count
             ssim_lead = self.ssim_sum.sum(axis=1) / self.ssim_count.sum(axis=1)
             band_mse = self.sse / self.count
-        psnr_lead = [
-            float(np.mean([psnr_from_mse(m, r) for m, r in zip(row, self.data_range)])) for row in band_mse
-        ]
+        psnr_lead = [float(np.mean([psnr_from_mse(m, r) for m, r in zip(row, self.data_range)])) for row in band_mse]
         return {
             "mse": mse_lead.tolist(),
             "mae": mae_lead.tolist(),

@@ -58,7 +58,7 @@ def plot_panel(
     columns = max(len(context), len(truth))
     shown = np.concatenate([context.ravel(), truth.ravel()])
     shown = shown[np.isfinite(shown)]
-    vmin, vmax = (np.percentile(shown, [1, 99]) if shown.size else (0.0, 1.0))
+    vmin, vmax = np.percentile(shown, [1, 99]) if shown.size else (0.0, 1.0)
     fig = Figure(figsize=(2.2 * columns + 1, 7), layout="constrained")
     axes = fig.subplots(3, columns, squeeze=False)
     back = [f"t-{len(context) - 1 - i}" if i < len(context) - 1 else "t" for i in range(len(context))]

@@ -33,8 +33,12 @@ def print_table(result: dict[str, Any], console: Console | None = None) -> None:
     """The scores per lead time as a rich table on stderr."""
     console = console or Console(stderr=True, width=None if sys.stderr.isatty() else 120)
     table = Table(title=f"{result['part']} part: {result['windows']} window(s), scores in physical units")
-    columns = [("RMSE", "rmse", m) for m in METHODS] + [("MAE", "mae", "model")] + \
-              [("SSIM", "ssim", m) for m in METHODS] + [("PSNR", "psnr", "model")]
+    columns = (
+        [("RMSE", "rmse", m) for m in METHODS]
+        + [("MAE", "mae", "model")]
+        + [("SSIM", "ssim", m) for m in METHODS]
+        + [("PSNR", "psnr", "model")]
+    )
     table.add_column("lead", justify="right")
     for label, _, method in columns:
         table.add_column(f"{label}\n{method}", justify="right")
