@@ -1,4 +1,6 @@
-"""GPU: loss curves of bf16-autocast against fp32 training over the first 500 steps of a fixed-seed run (issue 6).
+"""GPU: loss curves of bf16-autocast against fp32 training over the first 500 steps of a fixed-seed run.
+
+Makes the "GPU: bf16 against fp32 loss curves" figure of benchmarks/RESULTS.md.
 
 Model: the paper's TaxiBJ VMRNN-B as gpu_train.py builds it (32x32x2 frames, 4 in -> 4 out, batch 16), trained
 as `vmrnn train` trains it: AdamW (its weight decay, the TaxiBJ preset's peak lr from
@@ -68,7 +70,7 @@ def make_batches(steps: int, batch: int, frames: int, channels: int, size: int, 
 def train_run(batches: Tensor, backend: str, bf16: bool, seed: int, lr: float, graphs: bool,
               device: torch.device) -> tuple[list[float], float]:
     """One run over `batches` from init seed `seed`: the loss of every step and ms/step after TIMING_SKIP steps."""
-    _, arch, kwargs, t_in, horizon, _, _ = CONFIG
+    _, arch, kwargs, t_in, horizon, _ = CONFIG
     torch.manual_seed(seed)
     model = build_model(arch, scan_backend=backend, **kwargs).to(device)
     forward = model
@@ -161,7 +163,7 @@ def main() -> None:
     backend = resolve_backend(args.backend, device)
     graphs = device.type == "cuda" and not args.eager
     lr = read_toml(PRESET)["lr"]
-    name, _, kwargs, t_in, horizon, _, _ = CONFIG
+    name, _, kwargs, t_in, horizon, _ = CONFIG
     card = torch.cuda.get_device_name(device) if device.type == "cuda" else "CPU"
     print(f"{card}  torch {torch.__version__}  {name}, {t_in} -> {horizon}, batch {args.batch_size}, scan {backend}, "
           f"{'CUDA graphs' if graphs else 'eager'}, AdamW lr {lr} wd {WEIGHT_DECAY}, {args.steps} steps", flush=True)

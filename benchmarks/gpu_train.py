@@ -1,14 +1,17 @@
-"""GPU: train-step throughput and peak memory of the paper configs, per scan backend, precision and variant (issue 6).
+"""GPU: train-step time and peak memory of the paper configs, per scan backend, precision and step mode.
 
+Makes the "GPU: train step" figure of benchmarks/RESULTS.md (and its KTH batch-16 and state-chunk notes).
 One step = forward over the whole sequence (teacher forcing, then own outputs) + MSE + backward + AdamW,
-on random frames; median of 20 timed steps after 3 warm-up steps; then a torch.profiler view of one step.
-Variants are `vmrnn train`'s step modes, built by the same code: eager, graphs (--cuda-graphs: forward and
-backward captured once as CUDA graphs, capture time reported apart), ckpt (--grad-checkpoint: per-frame
-activation checkpointing), graphs+ckpt and compile (--compile: the forward through torch.compile; the first
-step, which compiles forward and backward, is timed apart as the capture time).
+on random frames; median of --steps timed steps (default 20) after 3 warm-up steps, CUDA events; peak =
+torch.cuda.max_memory_allocated. Then a torch.profiler view of one step (--profile). Variants are `vmrnn train`'s
+step modes, built by the same code: eager, graphs (--cuda-graphs: forward and backward captured once as CUDA
+graphs, capture time reported apart), ckpt (--grad-checkpoint: per-frame activation checkpointing), graphs+ckpt
+and compile (--compile: the forward through torch.compile; the first step, which compiles forward and backward,
+is timed apart as the capture time). Prints one table row per (config, backend, precision, variant).
 
-    python3 benchmarks/gpu_train.py --mamba-build .mamba/build --json $OUT/gpu_train.json
-    python3 benchmarks/gpu_train.py --configs 0,1 --backends triton --precisions bf16 --variants eager,graphs
+    python3 benchmarks/gpu_train.py --configs 2,0,1 --backends triton --precisions bf16 --variants graphs \
+        --steps 10 --profile ''
+    python3 benchmarks/gpu_train.py --mamba-build .mamba/build --json $OUT/gpu_train.json   # every backend
 """
 
 from __future__ import annotations
@@ -28,16 +31,16 @@ from models import build_model
 from models.scan import triton_ss2d
 from vmrnn_cli.train import compiled_forward, graphed_forward
 
-# name, arch, model kwargs, T_in, horizon, batch; anchor = official code + mamba, fp32 (issue 6): ms/step, GiB
+# name, arch, model kwargs, T_in, horizon, batch: the paper's configs
 CONFIGS = [
     ("MMNIST VMRNN-D b16", "vmrnn-d", dict(in_channels=1, img_size=64, patch_size=2, embed_dim=128, depths=(2, 2)),
-     10, 10, 16, (632, 33.6)),
+     10, 10, 16),
     ("TaxiBJ VMRNN-B b16", "vmrnn-b", dict(in_channels=2, img_size=32, patch_size=4, embed_dim=128, depths=12),
-     4, 4, 16, (268, 2.2)),
+     4, 4, 16),
     ("KTH VMRNN-B b4", "vmrnn-b", dict(in_channels=1, img_size=128, patch_size=2, embed_dim=128, depths=6),
-     10, 20, 4, (1104, 62.5)),
+     10, 20, 4),
     ("KTH VMRNN-B b16", "vmrnn-b", dict(in_channels=1, img_size=128, patch_size=2, embed_dim=128, depths=6),
-     10, 20, 16, None),
+     10, 20, 16),
 ]
 WARMUP, STEPS = 3, 20
 # the plain-PyTorch scan is ~30x slower than the kernels: only the two small configs, 1 + 3 steps
@@ -59,7 +62,7 @@ def parse_choices(text: str, known: dict) -> list[str]:
 def make_step(config, backend, bf16, variant):
     """A train step of `config` as `vmrnn train` runs it in `variant`, and the seconds its graph capture or its
     compilation (a first step, run here) took."""
-    _, arch, kwargs, t_in, horizon, batch, _ = config
+    _, arch, kwargs, t_in, horizon, batch = config
     graphs, ckpt, compile_ = VARIANTS[variant]
     torch.manual_seed(0)
     model = build_model(arch, scan_backend=backend, **kwargs).cuda()
@@ -110,7 +113,7 @@ def release_memory() -> None:
 
 
 def measure(config, backend, bf16, variant, timed_steps=STEPS) -> dict:
-    name, _, _, _, _, batch, _ = config
+    name, _, _, _, _, batch = config
     torch.cuda.reset_peak_memory_stats()
     step, capture_s = make_step(config, backend, bf16, variant)
     warmup, steps = (TORCH_WARMUP, TORCH_STEPS) if backend == "torch" else (WARMUP, timed_steps)
@@ -205,17 +208,13 @@ def main() -> None:
                 print(profile(first, args.profile, PRECISIONS[precision], variant), flush=True)
                 release_memory()
 
-    print("\n| config | backend | precision | variant | ms/step | samples/s | peak GiB | capture/compile s "
-          "| vs anchor samples/s | note |")
-    print("|---|---|---|---|---|---|---|---|---|---|")
-    anchors = {c[0]: c[6] for c in CONFIGS}
+    print("\n| config | backend | precision | variant | ms/step | samples/s | peak GiB | capture/compile s | note |")
+    print("|---|---|---|---|---|---|---|---|---|")
     for r in rows:
-        anchor = anchors[r["config"]]
-        ratio = f"{anchor[0] / r['ms']:.2f}x" if anchor else "n/a"
         capture = "-" if r["capture_s"] is None else f"{r['capture_s']:.1f}"
         note = r["loss"] if isinstance(r["loss"], str) else ""
         print(f"| {r['config']} | {r['backend']} | {r['precision']} | {r['variant']} | {r['ms']:.1f} "
-              f"| {r['samples_s']:.1f} | {r['peak_GiB']:.1f} | {capture} | {ratio} | {note} |")
+              f"| {r['samples_s']:.1f} | {r['peak_GiB']:.1f} | {capture} | {note} |")
 
 
 if __name__ == "__main__":
