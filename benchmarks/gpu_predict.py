@@ -1,13 +1,16 @@
-"""GPU: full-scene `predict` throughput, 10 context frames in / 10 frames out, in megapixels per second (issue 6).
+"""GPU: whole-scene `predict` time, 10 context frames in / 10 frames out, end to end and in parts.
 
+Makes the "GPU: whole-scene `predict`" figure of benchmarks/RESULTS.md.
 For each scene size: a randomly initialised checkpoint of the default `vmrnn train` model (VMRNN-B, embed 128,
 depth 12, token patch 4, 64-px windows) is written for that grid, and 10 single-band float32 GeoTIFFs (untimed).
-Then timed: the pure GPU rollout on a batch of tiles already on the GPU, `read_rasters`, the tiled forecast alone
-(`predict.scene_on` + `predict._forecast`: scene to the GPU, normalising, tiling, rollout and blending there,
-the result back, up to --split-max), and `vmrnn_cli.predict.predict` end to end (read + tiled forecast + 10 COGs)
-with its default tile batch (as `vmrnn predict` runs without --batch-size), with the time its COG writer took.
-A size whose estimate exceeds the time left is extrapolated.
+Then timed: the pure GPU rollout on a batch of tiles already on the GPU (each --batch-sizes; the fastest is used
+below), reading the rasters, the tiled forecast alone (scene to the GPU, normalising, tiling, rollout and blending
+there, the result back; sizes up to --split-max), and `predict` end to end (read + tiled forecast + 10 COGs) with
+its default tile batch, as `vmrnn predict` runs without --batch-size, with the time its COG writer took. A size
+whose estimate exceeds the time left (--budget-s) is skipped and its row gives the estimate. Prints one table row
+per scene size.
 
+    python3 benchmarks/gpu_predict.py --sizes 10980 --batch-sizes 1024 --budget-s 300 --split-max 0
     python3 benchmarks/gpu_predict.py --sizes 2048 10980 --batch-sizes 256 1024 2048 --budget-s 500
 """
 

@@ -1,10 +1,12 @@
-"""GPU: the selective-scan backends side by side at the SS2D shapes of the paper configs (issues 2 and 6).
+"""GPU: the selective-scan backends side by side, as kernels alone, at the SS2D shapes of the paper configs.
 
-Builds mamba_ssm's CUDA kernel from .mamba/csrc/selective_scan in the background (when the sources
-are there), checks every backend against the sequential reference, sweeps the Triton block shapes,
-then times forward and forward+backward (median of triton.testing.do_bench) against the bytes floor.
+Makes the "GPU: selective-scan kernels alone" figure of benchmarks/RESULTS.md.
+Builds mamba_ssm's CUDA kernel from .mamba/csrc/selective_scan in the background (when the sources and the local
+build helper are there), checks every backend against the sequential reference, sweeps the Triton block shapes
+of models/scan/triton_scan.py, then times forward and forward+backward (median of triton.testing.do_bench)
+against the bytes floor. Prints one table row per shape.
 
-    python3 benchmarks/gpu_scan.py --mamba-src .mamba/csrc/selective_scan --json $OUT/gpu_scan.json
+    python3 benchmarks/gpu_scan.py --mamba-build .mamba/build --json $OUT/gpu_scan.json
 """
 
 from __future__ import annotations
@@ -27,7 +29,7 @@ from models.scan import triton_scan
 
 # name, batch, channels (4 directions x d_inner), L (tokens), groups (directions): SS2D as the models call it
 SHAPES = [(name, batch, 4 * dim, height * width, 4) for name, batch, height, width, dim in SS2D_SHAPES]
-# (chunk, fwd block_d, fwd warps, bwd block_d, bwd warps): the two best of the sweeps in benchmarks/gpu/NOTES.md
+# (chunk, fwd block_d, fwd warps, bwd block_d, bwd warps): two block shapes to sweep, the default first
 SWEEP = [(16, 16, 1, 4, 2), (16, 32, 2, 4, 2)]
 DEVICE = "cuda"
 CHECK_SHAPE = (2, 256, 1000, 4)  # batch, channels, L (not a multiple of any chunk), groups
@@ -98,8 +100,8 @@ def check(backends: dict) -> list[str]:
         for name in backends:
             errs = [((a - b).norm() / b.norm()).item() for a, b in zip(results[name], results["reference"])]
             ok = all(e < 1e-4 for e in errs)
-            lines.append(f"{name:8s} z={has_z!s:5s} max rel err {max(errs):.2e} "
-                         f"({', '.join(f'{n}={e:.1e}' for n, e in zip(('out',) + names, errs))}) {'OK' if ok else 'FAIL'}")
+            each = ", ".join(f"{n}={e:.1e}" for n, e in zip(("out", *names), errs))
+            lines.append(f"{name:8s} z={has_z!s:5s} max rel err {max(errs):.2e} ({each}) {'OK' if ok else 'FAIL'}")
     return lines
 
 

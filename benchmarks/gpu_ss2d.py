@@ -1,14 +1,17 @@
-"""GPU: SS2D's four-direction scan as the model calls it, fused Triton kernels against the copy-and-scan paths (issue 6).
+"""GPU: SS2D's four-direction scan as the model calls it, fused Triton kernels against the copy-and-scan paths.
 
+Makes the "GPU: SS2D's four-direction scan" figure of benchmarks/RESULTS.md.
 For each SS2D shape of the paper configs, times (median of triton.testing.do_bench, ms) forward and
 forward+backward of: the fused Triton op (models/scan/triton_ss2d.py, reading the grid in place), and
 the plain path (grid copied into four scan orders, cast to float32, scanned, merged back) with mamba_ssm's
 CUDA kernel (what the official code does) and with our unfused Triton scan; and the scan kernels alone on
-inputs already in scan order. Sweeps the fused kernels' block shapes first and checks them against the
-plain path with the reference scan. mamba_ssm's kernel is built from .mamba/csrc/selective_scan in the
-background when those sources are there (see RESULTS.md).
+inputs already in scan order. First checks the fused op through each of its backwards against the plain path
+with the reference scan, and sweeps the fused kernels' block shapes. mamba_ssm's kernel is built from
+.mamba/csrc/selective_scan in the background when those sources and the local build helper are there (see
+RESULTS.md). Prints one table row per shape and input dtype.
 
-    python3 benchmarks/gpu_ss2d.py --json $OUT/gpu_ss2d.json
+    python3 benchmarks/gpu_ss2d.py --shapes 0,3,4
+    python3 benchmarks/gpu_ss2d.py --json $OUT/gpu_ss2d.json      # all six shapes
 """
 
 from __future__ import annotations
@@ -30,7 +33,7 @@ from models.ss2d import ss2d_scan_plain, to_scan_order
 
 # name, batch, H, W, d_inner (2 x embed of the stage)
 SHAPES = [
-    ("MMNIST-D stage1 32x32 (=anchor shape)", 16, 32, 32, 256),
+    ("MMNIST-D stage1 32x32", 16, 32, 32, 256),
     ("MMNIST-D stage2 16x16", 16, 16, 16, 512),
     ("MMNIST-D up stage 8x8", 16, 8, 8, 1024),
     ("TaxiBJ-B 8x8", 16, 8, 8, 256),
@@ -183,8 +186,9 @@ def main() -> None:
             if args.json:
                 Path(args.json).write_text(json.dumps(report, indent=1))
 
-    print("\n| SS2D shape | inputs | " + " | ".join(k for k in report["rows"][0] if k not in ("shape", "dtype", "config"))
-          + " | fused vs plain+mamba, fwd+bwd |")
+    columns = [k for k in report["rows"][0] if k not in ("shape", "dtype", "config")]
+    print("\n| SS2D shape | inputs | " + " | ".join(columns) + " | fused vs plain+mamba, fwd+bwd |")
+    print("|---" * (len(columns) + 3) + "|")
     for r in report["rows"]:
         cells = [f"{v[0]:.3f} / {v[1]:.3f}" for k, v in r.items() if k not in ("shape", "dtype", "config")]
         ratio = f"{r['plain+mamba'][1] / r['fused'][1]:.2f}x" if "plain+mamba" in r else "n/a"

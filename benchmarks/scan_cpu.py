@@ -1,10 +1,11 @@
-"""Selective scan on CPU: the chunked "torch" backend against the sequential reference (issue 2).
+"""Selective scan on CPU: the chunked "torch" backend against the sequential reference.
 
+Makes the "Selective scan on the CPU" figure of benchmarks/RESULTS.md.
 Forward + backward at batch 1, dim 256, N 16, L 1024 with SS2D-like inputs (dt from VMamba's init,
 A = -(1..16)). Time: best of several runs. Peak memory: the largest total of live tensor bytes
 during one forward + backward, summed from torch.profiler's allocation events (profile_memory=True),
-for the chunked scan and for the same scan in one chunk (which materialises (batch, dim, L, N)
-tensors, the naive way), beside the size of one such tensor.
+for the chunked scan and for the same scan in one chunk of L, beside the size of one naive
+(batch, dim, L, N) tensor. Prints one table row per variant.
 
     .venv/bin/python benchmarks/scan_cpu.py [--repeats 5] [--reference-repeats 1]
 """
@@ -105,7 +106,7 @@ def main() -> None:
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads; batch {BATCH}, dim {DIM}, N {N}, L {LENGTH}")
     print(f"relative error torch vs reference (forward): {err:.2e}")
     print(f"one naive (batch, dim, L, N) float32 tensor: {naive_mib:.1f} MiB")
-    print("| variant | forward+backward (s, best) | speed-up vs reference | vs sequential-unbind | peak live tensors (MiB) |")
+    print("| variant | forward+backward (s, best) | vs reference | vs sequential-unbind | peak live tensors (MiB) |")
     print("|---|---|---|---|---|")
     for variant in VARIANTS:
         peak = f"{peak_live_mib(variant, inputs):.1f}" if variant.startswith("torch") else "-"
