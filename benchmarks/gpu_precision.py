@@ -47,8 +47,9 @@ TIMING_SKIP = 10  # first steps left out of ms/step (Triton compilation, allocat
 BLOBS, SPEED, SIGMA = 4, 2.0, (1.5, 4.0)  # blobs per window, max px/frame per axis, blob radius range in px
 
 
-def make_batches(steps: int, batch: int, frames: int, channels: int, size: int, seed: int,
-                 device: torch.device) -> Tensor:
+def make_batches(
+    steps: int, batch: int, frames: int, channels: int, size: int, seed: int, device: torch.device
+) -> Tensor:
     """(steps, batch, frames, channels, size, size) moving blobs, standardised per channel; fixed by seed and device."""
     gen = torch.Generator(device).manual_seed(seed)
     grid = torch.arange(size, dtype=torch.float32, device=device)
@@ -67,8 +68,9 @@ def make_batches(steps: int, batch: int, frames: int, channels: int, size: int, 
     return (data - data.mean(dims, keepdim=True)) / data.std(dims, keepdim=True)
 
 
-def train_run(batches: Tensor, backend: str, bf16: bool, seed: int, lr: float, graphs: bool,
-              device: torch.device) -> tuple[list[float], float]:
+def train_run(
+    batches: Tensor, backend: str, bf16: bool, seed: int, lr: float, graphs: bool, device: torch.device
+) -> tuple[list[float], float]:
     """One run over `batches` from init seed `seed`: the loss of every step and ms/step after TIMING_SKIP steps."""
     _, arch, kwargs, t_in, horizon, _ = CONFIG
     torch.manual_seed(seed)
@@ -106,22 +108,30 @@ def synchronize(device: torch.device) -> None:
 
 def window_means(losses: list[float], window: int) -> list[float]:
     """Mean loss over consecutive windows of `window` steps (the last one may be shorter)."""
-    return [sum(chunk) / len(chunk) for chunk in (losses[i:i + window] for i in range(0, len(losses), window))]
+    return [sum(chunk) / len(chunk) for chunk in (losses[i : i + window] for i in range(0, len(losses), window))]
 
 
 def relative_diffs(means: list[float], reference: list[float]) -> list[float]:
     """|mean - reference| / |reference| per window; inf where either is not finite (a diverged run)."""
-    return [abs(m - r) / abs(r) if math.isfinite(m) and math.isfinite(r) and r else math.inf
-            for m, r in zip(means, reference)]
+    return [
+        abs(m - r) / abs(r) if math.isfinite(m) and math.isfinite(r) and r else math.inf
+        for m, r in zip(means, reference)
+    ]
 
 
 def summarise(runs: list[dict], window: int) -> dict:
     """Window means of each run, bf16-vs-fp32 and fp32'-vs-fp32 relative differences, and the verdict."""
     means = [window_means(run["losses"], window) for run in runs]
     rel_bf16, rel_noise = relative_diffs(means[1], means[0]), relative_diffs(means[2], means[0])
-    return {"window_means": means, "rel_bf16": rel_bf16, "rel_noise": rel_noise, "max_rel_bf16": max(rel_bf16),
-            "max_rel_noise": max(rel_noise), "bf16_within_noise": max(rel_bf16) <= max(rel_noise),
-            "windows_bf16_above_noise": sum(b > n for b, n in zip(rel_bf16, rel_noise))}
+    return {
+        "window_means": means,
+        "rel_bf16": rel_bf16,
+        "rel_noise": rel_noise,
+        "max_rel_bf16": max(rel_bf16),
+        "max_rel_noise": max(rel_noise),
+        "bf16_within_noise": max(rel_bf16) <= max(rel_noise),
+        "windows_bf16_above_noise": sum(b > n for b, n in zip(rel_bf16, rel_noise)),
+    }
 
 
 def print_table(runs: list[dict], summary: dict, window: int, steps: int) -> None:
@@ -131,15 +141,21 @@ def print_table(runs: list[dict], summary: dict, window: int, steps: int) -> Non
     print("|---|" + "---|" * (len(names) + 2))
     for w, row in enumerate(zip(*summary["window_means"])):
         span = f"{w * window + 1}-{min((w + 1) * window, steps)}"
-        print(f"| {span} | {' | '.join(f'{m:.5f}' for m in row)} | {100 * summary['rel_bf16'][w]:.2f} % "
-              f"| {100 * summary['rel_noise'][w]:.2f} % |")
+        print(
+            f"| {span} | {' | '.join(f'{m:.5f}' for m in row)} | {100 * summary['rel_bf16'][w]:.2f} % "
+            f"| {100 * summary['rel_noise'][w]:.2f} % |"
+        )
     times = " | ".join(f"{run['ms_per_step']:.1f}" for run in runs)
     print(f"| ms/step | {times} | | |")
-    print(f"\nlargest relative window difference: bf16 vs fp32 {100 * summary['max_rel_bf16']:.2f} %, "
-          f"{names[2]} vs fp32 (noise) {100 * summary['max_rel_noise']:.2f} %; bf16's difference is the larger "
-          f"in {summary['windows_bf16_above_noise']} of {len(summary['rel_bf16'])} windows")
-    print(f"bf16 within noise: {'yes' if summary['bf16_within_noise'] else 'no'}  (yes: max over windows "
-          f"|bf16 - fp32| / fp32 <= max over windows |{names[2]} - fp32| / fp32, window means of {window} steps)")
+    print(
+        f"\nlargest relative window difference: bf16 vs fp32 {100 * summary['max_rel_bf16']:.2f} %, "
+        f"{names[2]} vs fp32 (noise) {100 * summary['max_rel_noise']:.2f} %; bf16's difference is the larger "
+        f"in {summary['windows_bf16_above_noise']} of {len(summary['rel_bf16'])} windows"
+    )
+    print(
+        f"bf16 within noise: {'yes' if summary['bf16_within_noise'] else 'no'}  (yes: max over windows "
+        f"|bf16 - fp32| / fp32 <= max over windows |{names[2]} - fp32| / fp32, window means of {window} steps)"
+    )
 
 
 def main() -> None:
@@ -149,8 +165,12 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0, help="init seed of the fp32 and bf16 runs")
     parser.add_argument("--noise-seed", type=int, default=1, help="init seed of the second fp32 run (noise yardstick)")
     parser.add_argument("--data-seed", type=int, default=0)
-    parser.add_argument("--batch-size", type=int, default=CONFIG[5],
-                        help=f"default {CONFIG[5]}, the paper's; 1 for a CPU smoke test (~5 GB RAM, torch scan)")
+    parser.add_argument(
+        "--batch-size",
+        type=int,
+        default=CONFIG[5],
+        help=f"default {CONFIG[5]}, the paper's; 1 for a CPU smoke test (~5 GB RAM, torch scan)",
+    )
     parser.add_argument("--backend", default="auto", choices=BACKENDS, help="selective scan ('auto': triton on CUDA)")
     parser.add_argument("--device", default="auto", choices=DEVICES)
     parser.add_argument("--eager", action="store_true", help="on CUDA, run the model eagerly instead of as CUDA graphs")
@@ -165,21 +185,46 @@ def main() -> None:
     lr = read_toml(PRESET)["lr"]
     name, _, kwargs, t_in, horizon, _ = CONFIG
     card = torch.cuda.get_device_name(device) if device.type == "cuda" else "CPU"
-    print(f"{card}  torch {torch.__version__}  {name}, {t_in} -> {horizon}, batch {args.batch_size}, scan {backend}, "
-          f"{'CUDA graphs' if graphs else 'eager'}, AdamW lr {lr} wd {WEIGHT_DECAY}, {args.steps} steps", flush=True)
+    print(
+        f"{card}  torch {torch.__version__}  {name}, {t_in} -> {horizon}, batch {args.batch_size}, scan {backend}, "
+        f"{'CUDA graphs' if graphs else 'eager'}, AdamW lr {lr} wd {WEIGHT_DECAY}, {args.steps} steps",
+        flush=True,
+    )
 
-    batches = make_batches(args.steps, args.batch_size, t_in + horizon, kwargs["in_channels"], kwargs["img_size"],
-                           args.data_seed, device)
-    plan = [(f"fp32 (seed {args.seed})", False, args.seed), (f"bf16 (seed {args.seed})", True, args.seed),
-            (f"fp32 (seed {args.noise_seed})", False, args.noise_seed)]
-    result = {"device": card, "torch": torch.__version__, "config": name, "backend": backend, "graphs": graphs,
-              "batch_size": args.batch_size, "lr": lr, "weight_decay": WEIGHT_DECAY, "steps": args.steps,
-              "window": args.window, "data_seed": args.data_seed, "runs": []}
+    batches = make_batches(
+        args.steps, args.batch_size, t_in + horizon, kwargs["in_channels"], kwargs["img_size"], args.data_seed, device
+    )
+    plan = [
+        (f"fp32 (seed {args.seed})", False, args.seed),
+        (f"bf16 (seed {args.seed})", True, args.seed),
+        (f"fp32 (seed {args.noise_seed})", False, args.noise_seed),
+    ]
+    result = {
+        "device": card,
+        "torch": torch.__version__,
+        "config": name,
+        "backend": backend,
+        "graphs": graphs,
+        "batch_size": args.batch_size,
+        "lr": lr,
+        "weight_decay": WEIGHT_DECAY,
+        "steps": args.steps,
+        "window": args.window,
+        "data_seed": args.data_seed,
+        "runs": [],
+    }
     for run_name, bf16, seed in plan:
         losses, ms = train_run(batches, backend, bf16, seed, lr, graphs, device)
         release_memory()
-        result["runs"].append({"name": run_name, "precision": "bf16" if bf16 else "fp32", "seed": seed,
-                               "ms_per_step": ms, "losses": losses})
+        result["runs"].append(
+            {
+                "name": run_name,
+                "precision": "bf16" if bf16 else "fp32",
+                "seed": seed,
+                "ms_per_step": ms,
+                "losses": losses,
+            }
+        )
         print(f"{run_name}: {ms:.1f} ms/step, loss first {losses[0]:.5f} last {losses[-1]:.5f}", flush=True)
         if args.json:
             Path(args.json).write_text(json.dumps(result, indent=1))

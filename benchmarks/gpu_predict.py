@@ -48,11 +48,18 @@ def make_checkpoint(path: Path, size: int) -> Checkpoint:
     """A checkpoint of the default train config's model (random weights) for a size x size 10 m grid."""
     config = TrainConfig().validate("defaults")
     torch.manual_seed(0)
-    geo = {"crs_wkt": CRS.from_string(CRS_NAME).to_wkt(),
-           "transform": list(from_origin(500000.0, 5000000.0, RES, RES))[:6], "shape": [size, size],
-           "band_names": ["band1"], "nodata": NODATA, "time_step_seconds": 5 * 86400.0,
-           "calendar": "proleptic_gregorian", "input_frames": FRAMES, "output_frames": HORIZON,
-           "patch_size": WINDOW}
+    geo = {
+        "crs_wkt": CRS.from_string(CRS_NAME).to_wkt(),
+        "transform": list(from_origin(500000.0, 5000000.0, RES, RES))[:6],
+        "shape": [size, size],
+        "band_names": ["band1"],
+        "nodata": NODATA,
+        "time_step_seconds": 5 * 86400.0,
+        "calendar": "proleptic_gregorian",
+        "input_frames": FRAMES,
+        "output_frames": HORIZON,
+        "patch_size": WINDOW,
+    }
     net = build_network(config.model_config(), 1, WINDOW)
     ckpt = Checkpoint(net.state_dict(), {"train": asdict(config), "model": config.model_config()},
                       np.array([0.4]), np.array([0.2]), geo)
@@ -65,9 +72,19 @@ def write_frames(directory: Path, size: int) -> list[str]:
     directory.mkdir(parents=True)
     y = np.linspace(0, 6 * np.pi, size, dtype=np.float32)[:, None]
     x = np.linspace(0, 6 * np.pi, size, dtype=np.float32)[None, :]
-    profile = dict(driver="GTiff", height=size, width=size, count=1, dtype="float32", crs=CRS_NAME,
-                   transform=from_origin(500000.0, 5000000.0, RES, RES), nodata=NODATA, tiled=True,
-                   blockxsize=512, blockysize=512)
+    profile = dict(
+        driver="GTiff",
+        height=size,
+        width=size,
+        count=1,
+        dtype="float32",
+        crs=CRS_NAME,
+        transform=from_origin(500000.0, 5000000.0, RES, RES),
+        nodata=NODATA,
+        tiled=True,
+        blockxsize=512,
+        blockysize=512,
+    )
     paths = []
     for k in range(FRAMES):
         frame = 0.4 + 0.2 * np.sin(y + 0.3 * k) * np.cos(x - 0.2 * k)
@@ -113,15 +130,19 @@ def main() -> None:
     parser.add_argument("--sizes", type=int, nargs="+", default=[2048, 10980])
     parser.add_argument("--batch-sizes", type=int, nargs="+", default=[64, 256])
     parser.add_argument("--budget-s", type=float, default=380.0, help="skip (extrapolate) sizes past this")
-    parser.add_argument("--split-max", type=int, default=4096,
-                        help="also time the tiled forecast alone up to this size")
+    parser.add_argument(
+        "--split-max", type=int, default=4096, help="also time the tiled forecast alone up to this size"
+    )
     parser.add_argument("--work", type=Path, default=Path("/tmp/gpu_predict"))
     args = parser.parse_args()
     began = time.perf_counter()
     device = torch.device("cuda")
     predict_module.get_writer = timed_get_writer
-    print(f"# {torch.cuda.get_device_name()}, torch {torch.__version__}; VMRNN-B embed 128 depth 12 patch 4, "
-          f"{WINDOW}-px tiles, overlap {WINDOW // 4}, {FRAMES} in / {HORIZON} out, bf16 autocast", flush=True)
+    print(
+        f"# {torch.cuda.get_device_name()}, torch {torch.__version__}; VMRNN-B embed 128 depth 12 patch 4, "
+        f"{WINDOW}-px tiles, overlap {WINDOW // 4}, {FRAMES} in / {HORIZON} out, bf16 autocast",
+        flush=True,
+    )
     shutil.rmtree(args.work, ignore_errors=True)
     args.work.mkdir(parents=True)
     ckpt = make_checkpoint(args.work / "probe.pt", WINDOW)
@@ -129,26 +150,35 @@ def main() -> None:
     for b, rate in rates.items():
         print(f"pure rollout, batch {b}: {rate:.1f} tiles/s", flush=True)
     batch = max(rates, key=rates.get)
-    print("| scene | tiles | write inputs (untimed) s | read s | tiled forecast alone s "
-          "| predict end to end s (tiles per batch) | of which COG writes s | MP/s end to end "
-          "| GPU-rollout-only estimate s |", flush=True)
+    print(
+        "| scene | tiles | write inputs (untimed) s | read s | tiled forecast alone s "
+        "| predict end to end s (tiles per batch) | of which COG writes s | MP/s end to end "
+        "| GPU-rollout-only estimate s |",
+        flush=True,
+    )
     print("|---|---|---|---|---|---|---|---|---|", flush=True)
     last: tuple[int, float, float] | None = None
     for size in args.sizes:
         gpu_only = n_tiles(size) / rates[batch]
         left = args.budget_s - (time.perf_counter() - began)
         if gpu_only > left:
-            print(f"| {size}x{size} | {n_tiles(size)} | skipped | - | - | > {gpu_only:.0f} (GPU rollout alone) | - "
-                  f"| - | {gpu_only:.1f} |", flush=True)
+            print(
+                f"| {size}x{size} | {n_tiles(size)} | skipped | - | - | > {gpu_only:.0f} (GPU rollout alone) | - "
+                f"| - | {gpu_only:.1f} |",
+                flush=True,
+            )
             continue
         if last is not None:
             prev_size, prev_total, prev_write = last
             scale = (size / prev_size) ** 2
             estimate = (prev_total + prev_write) * scale
             if estimate > left:
-                print(f"| {size}x{size} | {n_tiles(size)} | skipped | - | - | ~{prev_total * scale:.0f} "
-                      f"(extrapolated from {prev_size}) | - | ~{size * size / 1e6 / (prev_total * scale):.1f} "
-                      f"| {gpu_only:.1f} |", flush=True)
+                print(
+                    f"| {size}x{size} | {n_tiles(size)} | skipped | - | - | ~{prev_total * scale:.0f} "
+                    f"(extrapolated from {prev_size}) | - | ~{size * size / 1e6 / (prev_total * scale):.1f} "
+                    f"| {gpu_only:.1f} |",
+                    flush=True,
+                )
                 continue
         run = args.work / str(size)
         ckpt_path = run / "model.pt"
@@ -172,9 +202,11 @@ def main() -> None:
         summary = predict(ckpt_path, paths, run / "forecast", HORIZON, device="cuda")  # default batch, as users run it
         total = time.perf_counter() - start
         assert len(summary.paths) == HORIZON
-        print(f"| {size}x{size} | {summary.tiles} | {write_s:.1f} | {read_s:.1f} | {tiled} | {total:.1f} "
-              f"({summary.batch_size}) | {WRITE_SECONDS[-1]:.1f} | {size * size / 1e6 / total:.2f} | {gpu_only:.1f} |",
-              flush=True)
+        print(
+            f"| {size}x{size} | {summary.tiles} | {write_s:.1f} | {read_s:.1f} | {tiled} | {total:.1f} "
+            f"({summary.batch_size}) | {WRITE_SECONDS[-1]:.1f} | {size * size / 1e6 / total:.2f} | {gpu_only:.1f} |",
+            flush=True,
+        )
         last = (size, total, write_s)
         shutil.rmtree(run)
     print(f"# tile batch {batch}; peak GPU memory {torch.cuda.max_memory_allocated() / 2**30:.1f} GiB", flush=True)

@@ -135,8 +135,10 @@ def main() -> None:
 
     bw = copy_bandwidth()
     report["copy_GBps"] = bw / 1e9
-    print(f"{report['device']}  torch {torch.__version__}  triton {triton.__version__}  copy {bw / 1e9:.0f} GB/s",
-          flush=True)
+    print(
+        f"{report['device']}  torch {torch.__version__}  triton {triton.__version__}  copy {bw / 1e9:.0f} GB/s",
+        flush=True,
+    )
 
     report["sweep"] = {}
     best = {}
@@ -148,8 +150,11 @@ def main() -> None:
         same_chunk = [r for r in rows if r["config"][0] == b["config"][0]]
         fb = min(same_chunk, key=lambda r: r["fwd_ms"])
         best[shape[0]] = (b["config"][0], fb["config"][1], fb["config"][2], b["config"][3], b["config"][4])
-        print(f"sweep {shape[0]:38s} best fwd {f['fwd_ms']:.4f} ms {f['config']}  best bwd {b['bwd_ms']:.4f} ms "
-              f"{b['config']}  -> {best[shape[0]]}", flush=True)
+        print(
+            f"sweep {shape[0]:38s} best fwd {f['fwd_ms']:.4f} ms {f['config']}  best bwd {b['bwd_ms']:.4f} ms "
+            f"{b['config']}  -> {best[shape[0]]}",
+            flush=True,
+        )
     report["best"] = best
 
     backends = {"torch": selective_scan_torch, "triton": triton_scan.selective_scan_triton}
@@ -183,18 +188,29 @@ def main() -> None:
     if args.json:
         Path(args.json).write_text(json.dumps(report, indent=1))
     names = list(backends) + ["triton-tuned"]
-    print(f"\nSelective scan, fp32, N={N}, D + delta_bias + softplus, no z; median ms (fwd / fwd+bwd); "
-          f"floor = fewest bytes / {bw / 1e9:.0f} GB/s copy")
-    print("| shape (b, channels, L, groups) | " + " | ".join(names)
-          + " | floor | triton/mamba speedup fwd+bwd | tuned % of floor (fwd+bwd) |")
+    print(
+        f"\nSelective scan, fp32, N={N}, D + delta_bias + softplus, no z; median ms (fwd / fwd+bwd); "
+        f"floor = fewest bytes / {bw / 1e9:.0f} GB/s copy"
+    )
+    print(
+        "| shape (b, channels, L, groups) | "
+        + " | ".join(names)
+        + " | floor | triton/mamba speedup fwd+bwd | tuned % of floor (fwd+bwd) |"
+    )
     print("|---" * (len(names) + 4) + "|")
     for row, shape in zip(table, SHAPES):
         cells = [f"{row[n][0]:.3f} / {row[n][1]:.3f}" for n in names]
-        speed = f"{row['mamba'][1] / row['triton'][1]:.2f}x (tuned {row['mamba'][1] / row['triton-tuned'][1]:.2f}x)" \
-            if "mamba" in row else "n/a"
+        speed = (
+            f"{row['mamba'][1] / row['triton'][1]:.2f}x (tuned {row['mamba'][1] / row['triton-tuned'][1]:.2f}x)"
+            if "mamba" in row
+            else "n/a"
+        )
         pct = 100 * row["floor_fb_ms"] / row["triton-tuned"][1]
-        print(f"| {shape[0]} ({shape[1]}, {shape[2]}, {shape[3]}, {shape[4]}) | " + " | ".join(cells)
-              + f" | {row['floor_fwd_ms']:.3f} / {row['floor_fb_ms']:.3f} | {speed} | {pct:.0f}% |")
+        print(
+            f"| {shape[0]} ({shape[1]}, {shape[2]}, {shape[3]}, {shape[4]}) | "
+            + " | ".join(cells)
+            + f" | {row['floor_fwd_ms']:.3f} / {row['floor_fb_ms']:.3f} | {speed} | {pct:.0f}% |"
+        )
 
 
 if __name__ == "__main__":

@@ -54,8 +54,7 @@ def ss2d_inputs(batch, height, width, dim, dtype=torch.float32, seed=0) -> dict:
     """SS2D's scan inputs with the model's magnitudes; B and C are views into one x_dbl tensor, as in SS2D."""
     g = torch.Generator(device=DEVICE).manual_seed(seed)
     rand = lambda *s: torch.randn(*s, device=DEVICE, generator=g)  # noqa: E731
-    dt0 = torch.exp(torch.rand(4 * dim, device=DEVICE, generator=g) * (math.log(0.1) - math.log(1e-3))
-                    + math.log(1e-3))
+    dt0 = torch.exp(torch.rand(4 * dim, device=DEVICE, generator=g) * (math.log(0.1) - math.log(1e-3)) + math.log(1e-3))
     x = {
         "u": rand(batch, height, width, dim).to(dtype),
         "delta": (rand(batch, height, width, 4, dim) * 0.1).to(dtype),
@@ -69,7 +68,7 @@ def ss2d_inputs(batch, height, width, dim, dtype=torch.float32, seed=0) -> dict:
 
 def call(op, x, *extra, **kwargs):
     """op(u, delta, A, B, C, D, delta_bias, *extra, **kwargs) with B and C cut from x_dbl as SS2D does."""
-    B, C = x["x_dbl"][..., RANK:RANK + N], x["x_dbl"][..., RANK + N:]
+    B, C = x["x_dbl"][..., RANK : RANK + N], x["x_dbl"][..., RANK + N :]
     return op(x["u"], x["delta"], x["A"], B, C, x["D"], x["delta_bias"], *extra, **kwargs)
 
 
@@ -96,23 +95,27 @@ def check(dtype, backward: str) -> str:
         results.append([out.double()] + [g.double() for g in torch.autograd.grad(out, leaves, dout)])
     errs = {n: ((a - b).norm() / b.norm()).item() for n, a, b in zip(("out",) + GRAD_NAMES, *results)}
     return f"fused ({backward} backward) vs plain+reference, {dtype}: " + ", ".join(
-        f"{k}={v:.1e}" for k, v in errs.items())
+        f"{k}={v:.1e}" for k, v in errs.items()
+    )
 
 
 def sweep(shape) -> list[str]:
     """Kernel times (ms) of the forward and of both backward kernels at each block shape, one line each."""
     _, batch, height, width, dim = shape
     x = {k: v.detach() for k, v in ss2d_inputs(batch, height, width, dim).items()}
-    B, C = x["x_dbl"][..., RANK:RANK + N], x["x_dbl"][..., RANK + N:]
+    B, C = x["x_dbl"][..., RANK : RANK + N], x["x_dbl"][..., RANK + N :]
     args = (x["u"], x["delta"], x["A"], B, C, x["D"], x["delta_bias"])
     dout = torch.randn(batch, height, width, dim, device=DEVICE)
     base = triton_ss2d.CONFIG
     force = lambda config, backward: triton_ss2d.force_layout(config, backward, batch, dim)  # noqa: E731
     cases = [("fwd", force(base._replace(seq_chunk=c, block_d=bd), "sequential")) for c, bd in FWD_SWEEP]
-    cases += [("bwd sequential", force(base._replace(seq_chunk=c, seq_block_d=bd), "sequential"))
-              for c, bd in SEQ_SWEEP]
-    cases += [("bwd parallel", force(base._replace(par_chunk=c, par_block_d=bd, par_warps=w), "parallel"))
-              for c, bd, w in PAR_SWEEP]
+    cases += [
+        ("bwd sequential", force(base._replace(seq_chunk=c, seq_block_d=bd), "sequential")) for c, bd in SEQ_SWEEP
+    ]
+    cases += [
+        ("bwd parallel", force(base._replace(par_chunk=c, par_block_d=bd, par_warps=w), "parallel"))
+        for c, bd, w in PAR_SWEEP
+    ]
     cases += [("bwd segmented", force(base, "segmented"))]
     lines = []
     for kind, cfg in cases:
@@ -130,17 +133,23 @@ def kernel_times(backend: str, x: dict) -> tuple[float, float]:
     """Forward and forward+backward ms of a scan kernel alone, on x's inputs already copied into scan order."""
     b, height, width, d = x["u"].shape
     order = lambda t: to_scan_order(t.detach()).float().contiguous()  # noqa: E731
-    args = {"u": order(x["u"].unsqueeze(3).expand(b, height, width, 4, d)).reshape(b, 4 * d, -1),
-            "delta": order(x["delta"]).reshape(b, 4 * d, -1), "A": x["A"].detach(),
-            "B": order(x["x_dbl"][..., RANK:RANK + N]), "C": order(x["x_dbl"][..., RANK + N:]),
-            "D": x["D"].detach(), "delta_bias": x["delta_bias"].detach()}
+    args = {
+        "u": order(x["u"].unsqueeze(3).expand(b, height, width, 4, d)).reshape(b, 4 * d, -1),
+        "delta": order(x["delta"]).reshape(b, 4 * d, -1),
+        "A": x["A"].detach(),
+        "B": order(x["x_dbl"][..., RANK : RANK + N]),
+        "C": order(x["x_dbl"][..., RANK + N :]),
+        "D": x["D"].detach(),
+        "delta_bias": x["delta_bias"].detach(),
+    }
     args = {k: v.requires_grad_() for k, v in args.items()}
     run = lambda: selective_scan(**args, delta_softplus=True, backend=backend)  # noqa: E731
     dout = torch.randn(args["u"].shape, device=DEVICE)
     with torch.no_grad():
         fwd = do_bench(run, warmup=25, rep=150, return_mode="median")
-    both = do_bench(lambda: torch.autograd.grad(run(), list(args.values()), dout), warmup=25, rep=150,
-                    return_mode="median")
+    both = do_bench(
+        lambda: torch.autograd.grad(run(), list(args.values()), dout), warmup=25, rep=150, return_mode="median"
+    )
     return fwd, both
 
 
@@ -151,8 +160,12 @@ def main() -> None:
     parser.add_argument("--shapes", default=",".join(str(i) for i in range(len(SHAPES))))
     parser.add_argument("--json", default=None, help="write every number here")
     args = parser.parse_args()
-    report: dict = {"device": torch.cuda.get_device_name(), "torch": torch.__version__, "triton": triton.__version__,
-                    "rows": []}
+    report: dict = {
+        "device": torch.cuda.get_device_name(),
+        "torch": torch.__version__,
+        "triton": triton.__version__,
+        "rows": [],
+    }
     t0 = time.time()
     build = mamba_kernel.start_build(args.mamba_src, args.mamba_build) if mamba_kernel else None
     print(report, flush=True)

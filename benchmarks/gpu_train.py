@@ -33,21 +33,43 @@ from vmrnn_cli.train import compiled_forward, graphed_forward
 
 # name, arch, model kwargs, T_in, horizon, batch: the paper's configs
 CONFIGS = [
-    ("MMNIST VMRNN-D b16", "vmrnn-d", dict(in_channels=1, img_size=64, patch_size=2, embed_dim=128, depths=(2, 2)),
-     10, 10, 16),
-    ("TaxiBJ VMRNN-B b16", "vmrnn-b", dict(in_channels=2, img_size=32, patch_size=4, embed_dim=128, depths=12),
-     4, 4, 16),
-    ("KTH VMRNN-B b4", "vmrnn-b", dict(in_channels=1, img_size=128, patch_size=2, embed_dim=128, depths=6),
-     10, 20, 4),
-    ("KTH VMRNN-B b16", "vmrnn-b", dict(in_channels=1, img_size=128, patch_size=2, embed_dim=128, depths=6),
-     10, 20, 16),
+    (
+        "MMNIST VMRNN-D b16",
+        "vmrnn-d",
+        dict(in_channels=1, img_size=64, patch_size=2, embed_dim=128, depths=(2, 2)),
+        10,
+        10,
+        16,
+    ),
+    (
+        "TaxiBJ VMRNN-B b16",
+        "vmrnn-b",
+        dict(in_channels=2, img_size=32, patch_size=4, embed_dim=128, depths=12),
+        4,
+        4,
+        16,
+    ),
+    ("KTH VMRNN-B b4", "vmrnn-b", dict(in_channels=1, img_size=128, patch_size=2, embed_dim=128, depths=6), 10, 20, 4),
+    (
+        "KTH VMRNN-B b16",
+        "vmrnn-b",
+        dict(in_channels=1, img_size=128, patch_size=2, embed_dim=128, depths=6),
+        10,
+        20,
+        16,
+    ),
 ]
 WARMUP, STEPS = 3, 20
 # the plain-PyTorch scan is ~30x slower than the kernels: only the two small configs, 1 + 3 steps
 TORCH_CONFIGS, TORCH_WARMUP, TORCH_STEPS = (0, 1), 1, 3
 # name: (CUDA graphs, activation checkpointing, torch.compile)
-VARIANTS = {"eager": (False, False, False), "graphs": (True, False, False), "ckpt": (False, True, False),
-            "graphs+ckpt": (True, True, False), "compile": (False, False, True)}
+VARIANTS = {
+    "eager": (False, False, False),
+    "graphs": (True, False, False),
+    "ckpt": (False, True, False),
+    "graphs+ckpt": (True, True, False),
+    "compile": (False, False, True),
+}
 PRECISIONS = {"fp32": False, "bf16": True}
 
 
@@ -67,8 +89,9 @@ def make_step(config, backend, bf16, variant):
     torch.manual_seed(0)
     model = build_model(arch, scan_backend=backend, **kwargs).cuda()
     model.checkpoint_steps = ckpt
-    frames = torch.rand(batch, t_in + horizon, kwargs["in_channels"], kwargs["img_size"], kwargs["img_size"],
-                        device="cuda")
+    frames = torch.rand(
+        batch, t_in + horizon, kwargs["in_channels"], kwargs["img_size"], kwargs["img_size"], device="cuda"
+    )
     inputs = frames[:, :t_in].contiguous()
     forward, capture_s = model, None
     if graphs:
@@ -100,8 +123,17 @@ def make_step(config, backend, bf16, variant):
 def failed_row(config, backend, precision, variant, err: Exception) -> dict:
     """A table row for a measurement that raised (OOM, or a capture that failed): the error's first line."""
     message = "OOM" if isinstance(err, torch.OutOfMemoryError) else f"{type(err).__name__}: {str(err).splitlines()[0]}"
-    return {"config": config[0], "backend": backend, "precision": precision, "variant": variant, "ms": float("nan"),
-            "samples_s": float("nan"), "peak_GiB": float("nan"), "capture_s": None, "loss": message}
+    return {
+        "config": config[0],
+        "backend": backend,
+        "precision": precision,
+        "variant": variant,
+        "ms": float("nan"),
+        "samples_s": float("nan"),
+        "peak_GiB": float("nan"),
+        "capture_s": None,
+        "loss": message,
+    }
 
 
 def release_memory() -> None:
@@ -129,9 +161,18 @@ def measure(config, backend, bf16, variant, timed_steps=STEPS) -> dict:
         end.synchronize()
         times.append(start.elapsed_time(end))
     ms = statistics.median(times)
-    return {"config": name, "backend": backend, "precision": "bf16" if bf16 else "fp32", "variant": variant,
-            "ms": ms, "samples_s": batch / ms * 1e3, "peak_GiB": torch.cuda.max_memory_allocated() / 2**30,
-            "capture_s": capture_s, "steps": steps, "loss": float(loss.detach())}
+    return {
+        "config": name,
+        "backend": backend,
+        "precision": "bf16" if bf16 else "fp32",
+        "variant": variant,
+        "ms": ms,
+        "samples_s": batch / ms * 1e3,
+        "peak_GiB": torch.cuda.max_memory_allocated() / 2**30,
+        "capture_s": capture_s,
+        "steps": steps,
+        "loss": float(loss.detach()),
+    }
 
 
 def profile(config, backend, bf16, variant) -> str:
@@ -151,23 +192,34 @@ def profile(config, backend, bf16, variant) -> str:
     launches = sum(e.name.startswith(("cudaLaunchKernel", "cuLaunchKernel", "cudaGraphLaunch")) for e in prof.events())
     busy = sum(e.device_time for e in events) / 1e3
     table = prof.key_averages().table(sort_by="self_device_time_total", row_limit=18, max_name_column_width=60)
-    return (f"profile {name} {backend} {'bf16' if bf16 else 'fp32'} {variant}: {len(events)} GPU kernels/step, "
-            f"{launches} kernel/graph launch calls seen, GPU busy {busy:.1f} ms of {wall:.1f} ms wall (profiler on)"
-            f"\n{table}")
+    return (
+        f"profile {name} {backend} {'bf16' if bf16 else 'fp32'} {variant}: {len(events)} GPU kernels/step, "
+        f"{launches} kernel/graph launch calls seen, GPU busy {busy:.1f} ms of {wall:.1f} ms wall (profiler on)"
+        f"\n{table}"
+    )
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--mamba-src", default=str(MAMBA_SRC))
     parser.add_argument("--mamba-build", default=str(ROOT / ".mamba/build"))
-    parser.add_argument("--triton-config", default=None, help="the fields of models.scan.triton_ss2d.Config, comma-separated")
+    parser.add_argument(
+        "--triton-config", default=None, help="the fields of models.scan.triton_ss2d.Config, comma-separated"
+    )
     parser.add_argument("--configs", default=",".join(str(i) for i in range(len(CONFIGS))))
     parser.add_argument("--backends", default="triton,mamba,torch")
     parser.add_argument("--precisions", default="fp32,bf16", type=lambda text: parse_choices(text, PRECISIONS))
-    parser.add_argument("--variants", default="eager", type=lambda text: parse_choices(text, VARIANTS),
-                        help=f"comma list of {', '.join(VARIANTS)}")
-    parser.add_argument("--profile", default="triton",
-                        help="backend to profile on the first config, each precision and variant ('' = none)")
+    parser.add_argument(
+        "--variants",
+        default="eager",
+        type=lambda text: parse_choices(text, VARIANTS),
+        help=f"comma list of {', '.join(VARIANTS)}",
+    )
+    parser.add_argument(
+        "--profile",
+        default="triton",
+        help="backend to profile on the first config, each precision and variant ('' = none)",
+    )
     parser.add_argument("--steps", type=int, default=STEPS, help="timed steps (after 3 warm-up steps)")
     parser.add_argument("--json", default=None)
     args = parser.parse_args()
@@ -213,8 +265,10 @@ def main() -> None:
     for r in rows:
         capture = "-" if r["capture_s"] is None else f"{r['capture_s']:.1f}"
         note = r["loss"] if isinstance(r["loss"], str) else ""
-        print(f"| {r['config']} | {r['backend']} | {r['precision']} | {r['variant']} | {r['ms']:.1f} "
-              f"| {r['samples_s']:.1f} | {r['peak_GiB']:.1f} | {capture} | {note} |")
+        print(
+            f"| {r['config']} | {r['backend']} | {r['precision']} | {r['variant']} | {r['ms']:.1f} "
+            f"| {r['samples_s']:.1f} | {r['peak_GiB']:.1f} | {capture} | {note} |"
+        )
 
 
 if __name__ == "__main__":

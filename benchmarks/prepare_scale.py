@@ -100,14 +100,17 @@ def main() -> None:
     if args.json:
         args.json.write_text(json.dumps(result, indent=1))
 
-    print(f"{args.frames} frames of {args.size} x {args.size} float32 ({raw_gb:.2f} GB of pixels, {size_gb:.2f} GB "
-          f"of files); {result['cpu']}, {result['cores']} cores")
+    print(
+        f"{args.frames} frames of {args.size} x {args.size} float32 ({raw_gb:.2f} GB of pixels, {size_gb:.2f} GB "
+        f"of files); {result['cpu']}, {result['cores']} cores"
+    )
     print("| run | wall s, run by run | best s | peak RSS MiB |")
     print("|---|---|---|---|")
     for name, label in (("baseline", "plain rioxarray -> to_zarr copy"), ("prepare", "vmrnn prepare")):
         walls = " / ".join(f"{wall:.1f}" for wall, _ in runs[name])
         print(f"| {label} | {walls} | {best[name][0]:.1f} | {peak[name]:.0f} |")
     print(f"prepare / plain copy: {result['ratio']:.2f} (best against best)")
+
 
 if __name__ == "__main__":
     main()
