@@ -1,6 +1,7 @@
 """GPU: train-step time and peak memory of the paper configs, per scan backend, precision and step mode.
 
-Makes the "GPU: train step" figure of benchmarks/RESULTS.md (and its KTH batch-16 and state-chunk notes).
+Makes the "GPU: train step" figure of benchmarks/RESULTS.md; with --triton-config, the train steps of its notes
+on the fused scan's configuration.
 One step = forward over the whole sequence (teacher forcing, then own outputs) + MSE + backward + AdamW,
 on random frames; median of --steps timed steps (default 20) after 3 warm-up steps, CUDA events; peak =
 torch.cuda.max_memory_allocated. Then a torch.profiler view of one step (--profile). Variants are `vmrnn train`'s
