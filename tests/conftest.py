@@ -17,7 +17,8 @@ from vmrnn_cli import synthetic
 from vmrnn_cli.cli import main
 from vmrnn_cli.data.prepare import prepare
 from vmrnn_cli.options import PrepareOptions
-from vmrnn_cli.training.loop import Interrupted, train
+from vmrnn_cli.training.interrupt import Interrupted
+from vmrnn_cli.training.loop import train
 
 TINY_MODEL = {
     "arch": "vmrnn-b",

@@ -11,11 +11,10 @@ from __future__ import annotations
 
 import gc
 import math
-import signal
 import sys
 import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager, nullcontext
+from contextlib import nullcontext
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -35,19 +34,11 @@ from vmrnn_cli.options import TrainConfig, read_toml, resolve_config, to_toml, v
 from vmrnn_cli.runtime import pick_device
 from vmrnn_cli.training.checkpoint import Checkpoint, build_network, load_checkpoint, save_checkpoint
 from vmrnn_cli.training.distributed import Ranks, agreed_signal, sum_ranks
+from vmrnn_cli.training.interrupt import Interrupted, stop_on_signals
 from vmrnn_cli.training.loss import masked_sse
 from vmrnn_cli.training.recipe import learning_rate, make_optimizer
 from vmrnn_cli.training.rundir import RUN_FILES, check_new_run, resumed_config, write_metrics
 from vmrnn_cli.training.step_modes import compiled_forward, graphed_unless_failed, use_cuda_graphs
-
-
-class Interrupted(Exception):
-    """Training stopped by SIGINT/SIGTERM after writing `checkpoint`; exit with 128 + signum."""
-
-    def __init__(self, signum: int, checkpoint: Path) -> None:
-        super().__init__(f"interrupted by {signal.Signals(signum).name}; checkpoint written to {checkpoint}")
-        self.signum = signum
-        self.checkpoint = checkpoint
 
 
 @dataclass
@@ -63,22 +54,6 @@ class RunState:
     seconds: float = 0.0
     best: float = math.inf
     metrics: list[dict[str, Any]] = field(default_factory=list)
-
-
-@contextmanager
-def stop_on_signals() -> Iterator[list[int]]:
-    """While active, SIGINT/SIGTERM only record their number (list[0]) so training can checkpoint and stop."""
-    received = [0]
-
-    def record(signum: int, _frame: object) -> None:
-        received[0] = signum
-
-    previous = {sig: signal.signal(sig, record) for sig in (signal.SIGINT, signal.SIGTERM)}
-    try:
-        yield received
-    finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
 
 
 def _forward_loss(

@@ -1,0 +1,50 @@
+"""Options several commands share, defined once (as rasterio's `rio` does); defaults and validation live in
+vmrnn_cli.options."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from vmrnn_cli.options import DEVICES
+
+Overwrite = Annotated[bool, typer.Option("--overwrite", help="Replace an existing output.")]
+Device = Annotated[
+    str,
+    typer.Option(
+        "--device",
+        metavar="[" + "|".join(DEVICES) + "]",
+        help="auto: CUDA when there is a GPU (bf16 autocast), else CPU.",
+    ),
+]
+Model = Annotated[
+    Path, typer.Option("-m", "--model", show_default=False, help="Run directory (uses best.pt) or checkpoint file.")
+]
+Var = Annotated[str | None, typer.Option("--var", help="NetCDF/Zarr variable (default: the only 3-D/4-D one).")]
+TimeFormat = Annotated[
+    str | None,
+    typer.Option(
+        "--time-format",
+        help="strftime pattern of the date in GeoTIFF names, e.g. '%d%m%Y' (default: ISO dates, then "
+        "TIFFTAG_DATETIME).",
+    ),
+]
+Bands = Annotated[
+    str | None,
+    typer.Option(
+        "--bands", help="Bands to use, 1-based, comma-separated, e.g. 1,3 (default: all; predict: as given to prepare)."
+    ),
+]
+Json = Annotated[bool, typer.Option("--json", help="Print a JSON summary on stdout instead of the paths written.")]
+
+
+def output(help_text: str) -> object:
+    """The -o/--output option with a command's own help text."""
+    return typer.Option("-o", "--output", help=help_text, show_default=False)
+
+
+def deprecated(old: str, new: str) -> None:
+    """Warn on stderr that an old spelling still works for this release only."""
+    typer.echo(f"vmrnn: warning: {old} is deprecated and will be removed in the next release; use {new}", err=True)

@@ -1,0 +1,116 @@
+"""`vmrnn train`: train VMRNN on a prepared cube; Ctrl-C/SIGTERM checkpoint, `--resume` continues."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from vmrnn_cli.cli.flags import Device, output
+from vmrnn_cli.options import ARCHS, TrainConfig, parse_int_list
+
+
+def command(
+    ctx: typer.Context,
+    cube: Annotated[Path, typer.Argument(help="Cube written by `vmrnn prepare` (.zarr).", show_default=False)],
+    output: Annotated[Path, output("Run directory (checkpoints best.pt/last.pt, metrics.csv, config.toml).")],
+    arch: Annotated[
+        str,
+        typer.Option(
+            "--arch",
+            metavar="[" + "|".join(ARCHS) + "]",
+            help="VMRNN-B (one cell stack) or VMRNN-D (down/up-sampling).",
+        ),
+    ] = TrainConfig.arch,
+    embed_dim: Annotated[int, typer.Option("--embed-dim", help="Channels per token.")] = TrainConfig.embed_dim,
+    depths: Annotated[
+        str | None,
+        typer.Option(
+            "--depths",
+            show_default=False,
+            help="Blocks per cell stack, comma-separated (default: 12 for vmrnn-b, 2,2 for vmrnn-d).",
+        ),
+    ] = None,
+    patch_size: Annotated[
+        int | None,
+        typer.Option(
+            "--patch-size",
+            show_default=False,
+            help="Pixels per token side (default: 4 for vmrnn-b, 2 for vmrnn-d; the window is the cube's).",
+        ),
+    ] = None,
+    epochs: Annotated[int, typer.Option("--epochs", help="Passes over the training windows.")] = TrainConfig.epochs,
+    batch_size: Annotated[
+        int, typer.Option("--batch-size", help="Windows per step (per process under torchrun).")
+    ] = TrainConfig.batch_size,
+    lr: Annotated[
+        float,
+        typer.Option(
+            "--lr",
+            help="Peak AdamW learning rate (weight decay 0.05; linear warm-up over the first 5% of steps, then "
+            "cosine decay to 0).",
+        ),
+    ] = TrainConfig.lr,
+    device: Device = "auto",
+    seed: Annotated[int, typer.Option("--seed", help="Seed of the weights and the data order.")] = TrainConfig.seed,
+    workers: Annotated[
+        int | None,
+        typer.Option(
+            "--workers", show_default=False, help="DataLoader worker processes (default: 4 on CUDA, 0 on CPU)."
+        ),
+    ] = None,
+    grad_checkpoint: Annotated[
+        bool,
+        typer.Option(
+            "--grad-checkpoint/--no-grad-checkpoint",
+            help="Keep only each frame's inputs and state and recompute the rest in backward: far less memory for one "
+            "extra forward pass; same maths.",
+        ),
+    ] = False,
+    cuda_graphs: Annotated[
+        bool | None,
+        typer.Option(
+            "--cuda-graphs/--no-cuda-graphs",
+            show_default=False,
+            help="Capture the model's forward and backward once as CUDA graphs and replay them for every full-size "
+            "batch: far fewer kernel launches; same maths (default: on where they can run: one CUDA GPU, one "
+            "process, no --compile).",
+        ),
+    ] = None,
+    compile: Annotated[
+        bool,
+        typer.Option(
+            "--compile/--no-compile",
+            help="Run the model's forward through torch.compile (the first full-size batch compiles, which takes "
+            "minutes; not with --cuda-graphs): fused kernels, fewer launches; same maths up to float rounding.",
+        ),
+    ] = False,
+    config: Annotated[
+        Path | None,
+        typer.Option(
+            "--config",
+            show_default=False,
+            help="TOML file with any of these options (e.g. epochs = 30); options given here win.",
+        ),
+    ] = None,
+    resume: Annotated[bool, typer.Option("--resume", help="Continue the run in --output from its last.pt.")] = False,
+    overwrite: Annotated[
+        bool, typer.Option("--overwrite", help="Start over in a run directory that already holds a run.")
+    ] = False,
+) -> None:
+    """Train VMRNN on a prepared cube; Ctrl-C/SIGTERM checkpoint and stop, --resume continues."""
+    from vmrnn_cli.options import TRAIN_KEYS
+    from vmrnn_cli.training.loop import Interrupted
+    from vmrnn_cli.training.loop import train as run_train
+
+    given = {name: ctx.params[name] for name in TRAIN_KEYS if ctx.get_parameter_source(name).name == "COMMANDLINE"}
+    if "depths" in given:
+        given["depths"] = parse_int_list("depths", depths)
+    try:
+        paths = run_train(cube, output, config_file=config, given=given, resume=resume, overwrite=overwrite)
+    except Interrupted as stop:
+        typer.echo(f"vmrnn train: {stop}; continue with --resume", err=True)
+        raise typer.Exit(128 + stop.signum) from None
+    for path in paths:
+        typer.echo(str(path))
