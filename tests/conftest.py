@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-import vmrnn_cli.training.loop as train_module
+import vmrnn_cli.training.trainer as train_module
 from vmrnn_cli import synthetic
 from vmrnn_cli.cli import main
 from vmrnn_cli.data.prepare import prepare

@@ -118,8 +118,8 @@ class PrepareOptions:
 @dataclass(frozen=True)
 class PredictOptions:
     """`vmrnn predict`: the horizon, the context frames (None: the model's), the tile overlap (None: a quarter of
-    the tile), tiles per forward pass (None: picked from memory), the device and the output format (None: from the
-    output's name)."""
+    the tile), tiles per forward pass (None: picked from memory), the device, the output format (None: from the
+    output's name), and whether a pixel size far from the training one is accepted."""
 
     horizon: int
     read: ReadOptions = field(default_factory=ReadOptions)
@@ -128,6 +128,7 @@ class PredictOptions:
     batch_size: int | None = None
     device: str = "auto"
     format: str | None = None
+    allow_resolution_change: bool = False
     overwrite: bool = False
 
     def __post_init__(self) -> None:
@@ -142,12 +143,13 @@ class PredictOptions:
 
 @dataclass(frozen=True)
 class EvaluateOptions:
-    """`vmrnn evaluate`: which part of the cube to score, the device and windows per forward pass (None: picked
-    from memory)."""
+    """`vmrnn evaluate`: which part of the cube to score, the device, windows per forward pass (None: picked
+    from memory), and whether a pixel size far from the training one is accepted."""
 
     part: str = "test"
     device: str = "auto"
     batch_size: int | None = None
+    allow_resolution_change: bool = False
     overwrite: bool = False
 
     def __post_init__(self) -> None:
@@ -163,7 +165,8 @@ class TrainConfig:
     depths/patch_size of None mean the architecture's default (see ARCH_DEFAULTS); workers of None
     means 4 DataLoader workers on CUDA and 0 (load in the main process) on CPU; cuda_graphs of None means
     on where they can run (one CUDA GPU, one process, no compile). grad_checkpoint, cuda_graphs and compile
-    change how a step runs (memory, speed), not what it computes.
+    change how a step runs (memory, speed), not what it computes; checkpoint_every (minutes) how often last.pt
+    is written inside an epoch.
     """
 
     arch: str = "vmrnn-b"
@@ -179,6 +182,7 @@ class TrainConfig:
     grad_checkpoint: bool = False
     cuda_graphs: bool | None = None
     compile: bool = False
+    checkpoint_every: float = 10.0
 
     def validate(self) -> TrainConfig:
         """Check every value (OptionError naming the first bad one) and fill in the architecture's defaults."""
@@ -198,13 +202,23 @@ class TrainConfig:
             *(("depths", d) for d in depths),
         ):
             _positive_int(name, value)
-        if isinstance(self.lr, bool) or not isinstance(self.lr, int | float) or self.lr <= 0:
-            raise OptionError("lr", f"must be a positive number, got {self.lr!r}")
+        for name in ("lr", "checkpoint_every"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int | float) or not 0 < value < math.inf:
+                raise OptionError(name, f"must be a positive number, got {value!r}")
         _positive_int("workers", self.workers, allow_none=True, minimum=0)
         _boolean("grad_checkpoint", self.grad_checkpoint)
         _boolean("cuda_graphs", self.cuda_graphs, allow_none=True)
         _boolean("compile", self.compile)
-        return TrainConfig(**{**asdict(self), "depths": depths, "patch_size": patch, "lr": float(self.lr)})
+        return TrainConfig(
+            **{
+                **asdict(self),
+                "depths": depths,
+                "patch_size": patch,
+                "lr": float(self.lr),
+                "checkpoint_every": float(self.checkpoint_every),
+            }
+        )
 
     def model_config(self) -> dict[str, Any]:
         """The architecture and constructor kwargs stored in the checkpoint (identity head: standardised data)."""

@@ -1,7 +1,15 @@
-"""What the commands share about the machine they run on: which device computes."""
+"""What the commands share about the machine they run on: which device computes, and dask's threads."""
 
 from __future__ import annotations
 
+import os
+import shutil
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
+from pathlib import Path
+
+import dask
 import torch
 
 from vmrnn_cli.errors import VmrnnError
@@ -14,3 +22,51 @@ def pick_device(choice: str, local_rank: int = 0) -> torch.device:
     if choice == "cpu" or not torch.cuda.is_available():
         return torch.device("cpu")
     return torch.device("cuda", local_rank)
+
+
+@contextmanager
+def dask_threads(threads: int | None = None) -> Iterator[None]:
+    """Run dask's threaded work in a pool of `threads` (default: the CPUs) that, on leaving, cancels what has not
+    started and waits for what has: after Ctrl-C or an error no task still writes into a store being removed."""
+    pool = ThreadPoolExecutor(max_workers=threads or os.cpu_count() or 1)
+    try:
+        with dask.config.set(pool=pool, scheduler="threads"):
+            yield
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
+
+
+def available_memory() -> int:
+    """Bytes of memory this process can still take: the system's available memory, within any cgroup limit."""
+    try:
+        with open("/proc/meminfo") as handle:
+            info = dict(line.split(":", 1) for line in handle)
+        available = int(info["MemAvailable"].split()[0]) * 1024
+    except (OSError, KeyError, ValueError):
+        available = os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    try:
+        cgroup = Path("/sys/fs/cgroup")
+        limit = (cgroup / "memory.max").read_text().strip()
+        used = int((cgroup / "memory.current").read_text())
+        if limit != "max":
+            available = min(available, int(limit) - used)
+    except (OSError, ValueError):
+        pass
+    return available
+
+
+def free_disk(path: Path) -> int:
+    """Bytes free on the file system `path` (or its nearest existing folder) is on."""
+    folder = Path(path).absolute()
+    while not folder.exists():
+        folder = folder.parent
+    return shutil.disk_usage(folder).free
+
+
+def human(nbytes: float) -> str:
+    """A byte count as text with a binary unit, e.g. 1.5 GiB."""
+    for unit in ("bytes", "KiB", "MiB", "GiB", "TiB"):
+        if abs(nbytes) < 1024 or unit == "TiB":
+            return f"{nbytes:.0f} {unit}" if unit == "bytes" else f"{nbytes:.1f} {unit}"
+        nbytes /= 1024
+    return f"{nbytes:.1f} PiB"

@@ -19,6 +19,7 @@ from vmrnn_cli import synthetic
 from vmrnn_cli.data.prepare import prepare
 from vmrnn_cli.data.timeaxis import valid_times
 from vmrnn_cli.forecast.rollout import CPU_BATCH, MAX_GPU_BATCH, batch_for_memory
+from vmrnn_cli.io.outputs import manifest_files
 from vmrnn_cli.io.readers import read_rasters
 from vmrnn_cli.options import PrepareOptions
 from vmrnn_cli.training.loop import train
@@ -83,7 +84,8 @@ def test_json_summary_and_context(cli, tiny_run, tmp_path) -> None:
     )
     assert code == 0, err
     summary = json.loads(stdout)
-    assert summary["paths"] == [str(p) for p in sorted(out.iterdir())] and len(summary["paths"]) == 1
+    assert summary["paths"] == [str(p) for p in sorted(out.glob("*.tif"))] and len(summary["paths"]) == 1
+    assert manifest_files(out) == {"2025-04-25.tif"}  # what --overwrite may replace
     assert (summary["horizon"], summary["context"], summary["format"]) == (1, 2, "cog")
     assert summary["crs"] == "EPSG:32633" and summary["shape"] == [1, 20, 24] and summary["tiles"] == 4
     assert summary["batch_size"] == CPU_BATCH  # not given: the CPU's default (GPU: tests/test_gpu.py)
@@ -167,8 +169,7 @@ def one_line_error(code, out, err, culprit, output: Path, exit_code: int = 1) ->
     "problem, match",
     [
         ("not_a_checkpoint", "not a vmrnn checkpoint"),
-        ("shape", "shape 20x28 differs from the training cube's 20x24"),
-        ("crs", "CRS EPSG:32634 differs"),
+        ("resolution", "pixel size 60 m differs from the training cube's 30 m by more than 25%"),
         ("bands", "2 band(s) differ from the training cube's 1"),
         ("too_few", "2 frame(s), fewer than the 3 context frames"),
         ("all_nodata", "the last 3 frames hold no valid pixel"),
@@ -184,8 +185,8 @@ def test_bad_inputs(cli, tiny_run, tmp_path, problem: str, match: str) -> None:
     if problem == "not_a_checkpoint":
         model = culprit = tmp_path / "model.pt"
         model.write_text("hello")
-    elif problem in ("shape", "crs", "bands"):
-        kwargs = {"shape": {"width": 28}, "crs": {"crs": "EPSG:32634"}, "bands": {"bands": 2}}[problem]
+    elif problem in ("resolution", "bands"):
+        kwargs = {"resolution": {"resolution": 60.0}, "bands": {"bands": 2}}[problem]
         inputs = [
             str(p)
             for p in synthetic.make_geotiff_series(tmp_path / "other", n_frames=4, height=20, **{"width": 24, **kwargs})

@@ -99,7 +99,7 @@ def test_a_failed_cog_leaves_nothing_on_disk(tmp_path: Path, monkeypatch: pytest
         write_one(path, *args)
 
     monkeypatch.setattr(cog, "_write_one_cog", fail_on_the_second)
-    with pytest.raises(OSError, match="No space left"):
+    with pytest.raises(VmrnnError, match=f"^no space left on device writing {tmp_path / 'out'}$"):
         write_cog(forecast(DAYS), tmp_path / "out", -9999.0, DAYS[0])
     assert list(tmp_path.iterdir()) == []
 

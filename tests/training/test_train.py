@@ -14,6 +14,7 @@ import pytest
 import torch
 
 from vmrnn_cli.data.cube import open_cube
+from vmrnn_cli.io.outputs import MANIFEST
 from vmrnn_cli.training.checkpoint import load_checkpoint
 from vmrnn_cli.training.loop import train
 from vmrnn_cli.training.recipe import learning_rate
@@ -104,7 +105,7 @@ def test_sigterm_checkpoints_and_exits(tiny_run, tmp_path) -> None:
     assert "interrupted by SIGTERM" in err and "--resume" in err and out == ""
     progress = load_checkpoint(run / "last.pt").state["progress"]
     assert 1 <= progress["epoch"] < 500
-    assert not [p for p in run.iterdir() if p.name.startswith(".")]
+    assert not [p for p in run.iterdir() if p.name.startswith(".") and p.name != MANIFEST]
 
 
 @pytest.mark.slow
@@ -140,7 +141,7 @@ def test_ddp_two_cpu_processes_on_gloo(tiny_run, tmp_path) -> None:
     assert [int(r["epoch"]) for r in rows] == [1, 2]
     last = load_checkpoint(run / "last.pt")
     assert last.state["progress"]["step"] == 4
-    assert not [p for p in run.iterdir() if p.name.startswith(".")]
+    assert not [p for p in run.iterdir() if p.name.startswith(".") and p.name != MANIFEST]
 
 
 def one_line_error(code: int, err: str, path: Path) -> None:

@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from vmrnn_cli.cli.flags import Device, Model, deprecated, output
+from vmrnn_cli.cli.flags import AllowResolutionChange, Device, Model, deprecated, output
 from vmrnn_cli.errors import OptionError
 from vmrnn_cli.options import PARTS, EvaluateOptions
 
@@ -50,6 +50,7 @@ def command(
             "the CPU).",
         ),
     ] = None,
+    allow_resolution_change: AllowResolutionChange = False,
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace existing JSON/PNG outputs.")] = False,
     as_json: Annotated[
         bool, typer.Option("--json", help="Print the scores as JSON on stdout instead of the paths written.")
@@ -69,7 +70,13 @@ def command(
     if split is not None:
         deprecated("evaluate --split", "--part")
         part = split
-    options = EvaluateOptions(part=part, device=device, batch_size=batch_size, overwrite=overwrite)
+    options = EvaluateOptions(
+        part=part,
+        device=device,
+        batch_size=batch_size,
+        allow_resolution_change=allow_resolution_change,
+        overwrite=overwrite,
+    )
     result, paths = run_evaluate(model, cube, options, json_path=output, plot_path=plot)
     if as_json:
         typer.echo(to_json(result), nl=False)

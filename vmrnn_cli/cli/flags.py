@@ -37,6 +37,13 @@ Bands = Annotated[
         "--bands", help="Bands to use, 1-based, comma-separated, e.g. 1,3 (default: all; predict: as given to prepare)."
     ),
 ]
+AllowResolutionChange = Annotated[
+    bool,
+    typer.Option(
+        "--allow-resolution-change",
+        help="Forecast a scene whose pixel size is more than 25% away from the training data's.",
+    ),
+]
 Json = Annotated[bool, typer.Option("--json", help="Print a JSON summary on stdout instead of the paths written.")]
 
 

@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from vmrnn_cli.cli.flags import Bands, Device, Json, Model, Overwrite, TimeFormat, Var, output
+from vmrnn_cli.cli.flags import AllowResolutionChange, Bands, Device, Json, Model, Overwrite, TimeFormat, Var, output
 from vmrnn_cli.options import FORMATS, PredictOptions, ReadOptions, parse_int_list
 
 
@@ -59,6 +59,7 @@ def command(
             help="Output format (default: netcdf for .nc, zarr for .zarr, else a directory of COGs).",
         ),
     ] = None,
+    allow_resolution_change: AllowResolutionChange = False,
     overwrite: Overwrite = False,
     as_json: Json = False,
 ) -> None:
@@ -75,6 +76,7 @@ def command(
         batch_size=batch_size,
         device=device,
         format=fmt,
+        allow_resolution_change=allow_resolution_change,
         overwrite=overwrite,
     )
     summary = run_predict(model, inputs, output, options)

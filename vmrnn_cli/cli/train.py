@@ -86,6 +86,14 @@ def command(
             "minutes; not with --cuda-graphs): fused kernels, fewer launches; same maths up to float rounding.",
         ),
     ] = False,
+    checkpoint_every: Annotated[
+        float,
+        typer.Option(
+            "--checkpoint-every",
+            metavar="MINUTES",
+            help="Also write last.pt inside an epoch at least this often, so a kill loses at most this much work.",
+        ),
+    ] = TrainConfig.checkpoint_every,
     config: Annotated[
         Path | None,
         typer.Option(
@@ -101,7 +109,7 @@ def command(
 ) -> None:
     """Train VMRNN on a prepared cube; Ctrl-C/SIGTERM checkpoint and stop, --resume continues."""
     from vmrnn_cli.options import TRAIN_KEYS
-    from vmrnn_cli.training.loop import Interrupted
+    from vmrnn_cli.training.interrupt import Interrupted
     from vmrnn_cli.training.loop import train as run_train
 
     given = {name: ctx.params[name] for name in TRAIN_KEYS if ctx.get_parameter_source(name).name == "COMMANDLINE"}

@@ -3,6 +3,7 @@ of it a trained model keeps (grid, bands, time step, window sizes)."""
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -17,6 +18,8 @@ from vmrnn_cli.errors import VmrnnError
 from vmrnn_cli.options import PARTS
 
 CUBE_VERSION = 1
+RESOLUTION_TOLERANCE = 0.25  # a scene's pixel size may differ from the training pixel size by this share
+_DEFAULT_BAND_NAME = re.compile(r"band\d+")  # what the readers call a band without a name
 
 
 @dataclass(frozen=True)
@@ -45,6 +48,32 @@ class CubeSpec:
             "output_frames": self.output_frames,
             "patch_size": self.window,
         }
+
+    def mismatch(self, grid: Grid, band_names: list[str], allow_resolution_change: bool = False) -> str | None:
+        """Why a model trained on this spec cannot forecast data on `grid` with `band_names` (None: it can).
+
+        Any extent, size and CRS will do; the band count must match, and the names where both sides have real
+        ones; the pixel size (in metres) may differ by RESOLUTION_TOLERANCE unless `allow_resolution_change`.
+        """
+        if len(band_names) != len(self.band_names):
+            return (
+                f"{len(band_names)} band(s) differ from the training cube's {len(self.band_names)} "
+                f"({', '.join(self.band_names)}); select them with `bands`"
+            )
+        named = [
+            (a, b)
+            for a, b in zip(band_names, self.band_names)
+            if not _DEFAULT_BAND_NAME.fullmatch(a) and not _DEFAULT_BAND_NAME.fullmatch(b)
+        ]
+        if any(a != b for a, b in named):
+            return f"bands {', '.join(band_names)} differ from the training cube's {', '.join(self.band_names)}"
+        size, trained = grid.pixel_size_m(), self.grid.pixel_size_m()
+        if abs(size - trained) > RESOLUTION_TOLERANCE * trained and not allow_resolution_change:
+            return (
+                f"pixel size {size:.4g} m differs from the training cube's {trained:.4g} m by more than "
+                f"{RESOLUTION_TOLERANCE:.0%}; pass `allow_resolution_change` to forecast it anyway"
+            )
+        return None
 
     @classmethod
     def from_json(cls, values: dict[str, Any]) -> CubeSpec:

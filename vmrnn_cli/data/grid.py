@@ -9,6 +9,7 @@ import numpy as np
 import rioxarray  # noqa: F401 - registers the .rio accessor
 import xarray as xr
 from affine import Affine
+from pyproj import Geod
 from rasterio.crs import CRS
 
 
@@ -30,6 +31,18 @@ class Grid:
     def resolution(self) -> tuple[float, float]:
         """Pixel size (x, y) in CRS units, both positive."""
         return abs(self.transform.a), abs(self.transform.e)
+
+    def pixel_size_m(self) -> float:
+        """The mean of the pixel's width and height in metres; for a geographic CRS, at the grid's centre."""
+        width, height = self.resolution
+        if self.crs is not None and self.crs.is_geographic:
+            lon, lat = self.transform * (self.width / 2, self.height / 2)
+            geod = Geod(ellps="WGS84")
+            width = geod.inv(lon - width / 2, lat, lon + width / 2, lat)[2]
+            height = geod.inv(lon, lat - height / 2, lon, lat + height / 2)[2]
+            return (width + height) / 2
+        factor = self.crs.linear_units_factor[1] if self.crs is not None else 1.0
+        return (width + height) / 2 * factor
 
     @classmethod
     def of(cls, da: xr.DataArray) -> Grid:

@@ -19,10 +19,13 @@ import zarr
 from vmrnn_cli.data.cube import CUBE_VERSION
 from vmrnn_cli.data.windows import MIN_VALID_FRACTION, box_sums, split_ranges, window_index
 from vmrnn_cli.errors import VmrnnError
-from vmrnn_cli.io.atomic import atomic_path, check_writable
-from vmrnn_cli.io.inputs import describe_inputs
+from vmrnn_cli.io.atomic import atomic_path
+from vmrnn_cli.io.inputs import describe_inputs, expand_inputs
+from vmrnn_cli.io.lock import locked
+from vmrnn_cli.io.outputs import check_output
 from vmrnn_cli.io.readers import read_rasters
 from vmrnn_cli.options import PrepareOptions
+from vmrnn_cli.runtime import dask_threads
 
 # Dask works on blocks of several window-sized Zarr chunks (about this many pixels a side): fewer, larger tasks.
 DASK_CHUNK_SIDE = 512
@@ -39,10 +42,15 @@ class PrepareSummary:
 
 
 def prepare(inputs: list[str], output: Path, options: PrepareOptions | None = None) -> PrepareSummary:
-    """Read the inputs, check them, and write the cube to `output` atomically."""
+    """Read the inputs, check them, and write the cube to `output` atomically, holding the output's lock."""
     options = options or PrepareOptions()
     output = Path(output)
-    check_writable(output, options.overwrite)
+    check_output(output, options.overwrite, expand_inputs(inputs), directory=True)
+    with locked(output):
+        return _prepare(inputs, output, options)
+
+
+def _prepare(inputs: list[str], output: Path, options: PrepareOptions) -> PrepareSummary:
     side, stride = options.window, options.step
     source = describe_inputs(inputs)
     da = read_rasters(inputs, options.read)
@@ -59,7 +67,7 @@ def prepare(inputs: list[str], output: Path, options: PrepareOptions | None = No
     time_chunk = min(frames, n_time)
     block = side * max(1, DASK_CHUNK_SIDE // side)
     data = da.chunk({"time": time_chunk, "band": n_band, "y": block, "x": block})
-    with atomic_path(output, options.overwrite) as tmp:
+    with atomic_path(output, options.overwrite, manifest=True) as tmp, dask_threads():
         _write_template(data, tmp, options.zarr_format, (time_chunk, n_band, side, side))
         stats, frame_counts = _stream(data, tmp, ranges["train"], side, stride)
         windows = window_index(frame_counts, ranges, frames, n_band * side**2, stride, source)

@@ -10,19 +10,19 @@ import numpy as np
 import torch
 import xarray as xr
 
-from vmrnn_cli.data.cube import CubeSpec
 from vmrnn_cli.data.grid import Grid
 from vmrnn_cli.data.timeaxis import iso_time, valid_times
 from vmrnn_cli.errors import OptionError, VmrnnError
 from vmrnn_cli.forecast.rollout import auto_batch_size, rollout_on_device
 from vmrnn_cli.forecast.tiling import fits_on, forecast_tiled, tile_starts
-from vmrnn_cli.io.atomic import check_writable
-from vmrnn_cli.io.inputs import describe_inputs
+from vmrnn_cli.io.inputs import describe_inputs, expand_inputs
+from vmrnn_cli.io.lock import locked
+from vmrnn_cli.io.outputs import check_output
 from vmrnn_cli.io.readers import read_rasters
 from vmrnn_cli.io.writers import get_writer, infer_format
 from vmrnn_cli.options import PredictOptions
-from vmrnn_cli.runtime import pick_device
-from vmrnn_cli.training.checkpoint import Checkpoint, load_checkpoint
+from vmrnn_cli.runtime import available_memory, free_disk, human, pick_device
+from vmrnn_cli.training.checkpoint import Checkpoint, load_checkpoint, resolve
 
 
 @dataclass
@@ -50,27 +50,21 @@ class PredictSummary:
         }
 
 
-def grid_difference(da: xr.DataArray, spec: CubeSpec) -> str | None:
-    """How the input's grid or bands differ from the training cube's (None when they match)."""
-    difference = Grid.of(da).difference(spec.grid, "the training cube's ")
-    if difference:
-        return difference
-    if da.sizes["band"] != len(spec.band_names):
-        return (
-            f"{da.sizes['band']} band(s) differ from the training cube's {len(spec.band_names)} "
-            f"({', '.join(spec.band_names)}); select them with `bands`"
-        )
-    return None
-
-
 def predict(checkpoint: Path, inputs: list[str], output: Path, options: PredictOptions) -> PredictSummary:
-    """Forecast `options.horizon` frames after the last context frames of `inputs` and write them to `output`.
+    """Forecast `options.horizon` frames after the last context frames of `inputs` and write them to `output`,
+    holding the output's lock; everything checkable is checked before any compute.
 
     `options.batch_size` tiles go through the model at once; None picks it (`auto_batch_size`).
     """
     output = Path(output)
     fmt = options.format or infer_format(output)
-    check_writable(output, options.overwrite)
+    sources = [*expand_inputs(inputs), resolve(checkpoint)]
+    check_output(output, options.overwrite, sources, directory=fmt != "netcdf")
+    with locked(output):
+        return _predict(checkpoint, inputs, output, fmt, options)
+
+
+def _predict(checkpoint: Path, inputs: list[str], output: Path, fmt: str, options: PredictOptions) -> PredictSummary:
     ckpt = load_checkpoint(checkpoint)
     spec = ckpt.spec
     tile = spec.window
@@ -80,32 +74,41 @@ def predict(checkpoint: Path, inputs: list[str], output: Path, options: PredictO
         raise OptionError("overlap", f"must be between 0 and {tile - 1} (the tile is {tile} pixels), got {overlap}")
     source = describe_inputs(inputs)
     da = read_rasters(inputs, options.read)
-    difference = grid_difference(da, spec)
-    if difference:
-        raise VmrnnError(f"{source}: {difference}")
+    grid = Grid.of(da)
+    mismatch = spec.mismatch(grid, list(da.attrs["band_names"]), options.allow_resolution_change)
+    if mismatch:
+        raise VmrnnError(f"{source}: {mismatch}")
     if da.sizes["time"] < context:
         raise VmrnnError(
             f"{source}: {da.sizes['time']} frame(s), fewer than the {context} context frames "
             "needed (give more frames or a smaller `context`)"
         )
+    bands, (height, width) = da.sizes["band"], grid.shape
+    check_sizes(output, options.horizon, context, bands, height, width, options.batch_size, tile)
     frames = np.asarray(da.isel(time=slice(-context, None)).values, dtype=np.float32)
     dev = pick_device(options.device)
     scene = scene_on(frames, options.horizon, dev)
     if scene.isnan().all():
         raise VmrnnError(f"{source}: the last {context} frames hold no valid pixel")
     forecast, batch_size = _forecast(ckpt, scene, options.horizon, tile, overlap, options.batch_size, dev)
+    observed = np.isfinite(frames).any(axis=0)
+    unfinished = int((~np.isfinite(forecast) & observed).sum())
+    if unfinished:
+        raise VmrnnError(
+            f"{ckpt.path}: the forecast is not finite at {unfinished} value(s) where the context has "
+            "data; nothing was written"
+        )
     times = valid_times(da["time"].values, options.horizon, spec.time_step_seconds)
     result = xr.DataArray(
         forecast,
         dims=("time", "band", "y", "x"),
         coords={"time": times, "band": spec.band_names, "y": da["y"].values, "x": da["x"].values},
     )
-    result = Grid.of(da).attach(result)
+    result = grid.attach(result)
     fill = da.attrs.get("source_nodata")
     fill = spec.nodata if fill is None or np.isnan(fill) else fill
     reference = da["time"].values[-1]
     paths = get_writer(fmt)(result, output, fill, reference, overwrite=options.overwrite)
-    height, width = spec.grid.shape
     return PredictSummary(
         paths=paths,
         format=fmt,
@@ -115,10 +118,38 @@ def predict(checkpoint: Path, inputs: list[str], output: Path, options: PredictO
         reference_time=iso_time(reference),
         valid_times=[iso_time(t) for t in times],
         crs=da.rio.crs.to_string(),
-        shape=(len(spec.band_names), height, width),
+        shape=(bands, height, width),
         tiles=len(tile_starts(max(height, tile), tile, overlap)) * len(tile_starts(max(width, tile), tile, overlap)),
         batch_size=batch_size,
     )
+
+
+def check_sizes(
+    output: Path, horizon: int, context: int, bands: int, height: int, width: int, batch_size: int | None, tile: int
+) -> None:
+    """Refuse, before any compute, a forecast (or a batch of tiles) that cannot fit in memory or on disk."""
+    frame = bands * height * width * 4
+    forecast = horizon * frame
+    memory, space = available_memory(), free_disk(output)
+    if (context + 2 * horizon) * frame > memory:
+        raise VmrnnError(
+            f"{output}: the forecast needs {human((context + 2 * horizon) * frame)} of memory "
+            f"({context} + 2 x {horizon} frames of {bands} band(s) x {height} x {width} px x 4 bytes), "
+            f"more than the {human(memory)} available; forecast fewer frames (`horizon`) or a "
+            "smaller scene"
+        )
+    if forecast > space:
+        raise VmrnnError(
+            f"{output}: the forecast takes up to {human(forecast)} on disk ({horizon} frames of "
+            f"{bands} band(s) x {height} x {width} px x 4 bytes), more than the {human(space)} free "
+            "there; forecast fewer frames (`horizon`) or write elsewhere"
+        )
+    if batch_size is not None and batch_size * (context + horizon) * bands * tile * tile * 4 > memory:
+        raise OptionError(
+            "batch_size",
+            f"{batch_size} tiles of {context} + {horizon} frames take more than the "
+            f"{human(memory)} of memory available; give a smaller one",
+        )
 
 
 def scene_on(frames: np.ndarray, horizon: int, device: torch.device) -> torch.Tensor:

@@ -1,7 +1,11 @@
-"""Atomic writes: build an output beside its final path, then rename it into place."""
+"""Atomic writes: build an output beside its final path, then rename it into place; a failure leaves nothing.
+
+Running out of space (a full disk, a quota, a file size limit) becomes one line naming the output.
+"""
 
 from __future__ import annotations
 
+import errno
 import os
 import shutil
 import uuid
@@ -10,12 +14,18 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from vmrnn_cli.errors import VmrnnError
+from vmrnn_cli.io.outputs import write_manifest
 
-
-def check_writable(target: Path, overwrite: bool) -> None:
-    """Refuse an existing output unless overwrite is set, before any work is done."""
-    if target.exists() and not overwrite:
-        raise VmrnnError(f"{target}: already exists; pass `overwrite` to replace it")
+_NO_SPACE = {
+    errno.ENOSPC: "no space left on device",
+    errno.EDQUOT: "disk quota exceeded",
+    errno.EFBIG: "file size limit exceeded",
+}
+_NO_SPACE_TEXT = {
+    "No space left on device": errno.ENOSPC,
+    "Disk quota exceeded": errno.EDQUOT,
+    "File too large": errno.EFBIG,
+}
 
 
 def _remove(path: Path) -> None:
@@ -25,18 +35,39 @@ def _remove(path: Path) -> None:
         path.unlink()
 
 
+def out_of_space(err: BaseException) -> str | None:
+    """What ran out when a write failed for lack of space ("no space left on device", ...), else None.
+
+    GDAL and HDF5 report it in their message rather than as an errno."""
+    code = getattr(err, "errno", None)
+    if code in _NO_SPACE:
+        return _NO_SPACE[code]
+    text = str(err)
+    for phrase, code in _NO_SPACE_TEXT.items():
+        if phrase in text:
+            return _NO_SPACE[code]
+    return None
+
+
 @contextmanager
-def atomic_path(target: Path, overwrite: bool) -> Iterator[Path]:
+def atomic_path(target: Path, overwrite: bool, manifest: bool = False) -> Iterator[Path]:
     """Yield a temporary path beside target (file or directory); rename it onto target on success.
 
-    On any exception the temporary path is removed and target is left exactly as it was.
+    Callers check the output first (`check_output`, before any compute); here an existing target is refused
+    once more unless `overwrite`, in case one appeared meanwhile. With `manifest`, the directory built there
+    records the files in it (so a later `overwrite` may replace it). On any exception, Ctrl-C and SIGTERM
+    included, the temporary path is removed and target is left exactly as it was; a failure for lack of space
+    is a VmrnnError naming target.
     """
     target = Path(target)
-    check_writable(target, overwrite)
+    if target.exists() and not overwrite:
+        raise VmrnnError(f"{target}: already exists; pass `overwrite` to replace it")
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = target.parent / f".{target.name}.tmp-{uuid.uuid4().hex[:8]}"
     try:
         yield tmp
+        if manifest:
+            write_manifest(tmp)
         if target.exists() and tmp.is_dir():
             old = target.parent / f".{target.name}.old-{uuid.uuid4().hex[:8]}"
             os.replace(target, old)
@@ -44,5 +75,10 @@ def atomic_path(target: Path, overwrite: bool) -> Iterator[Path]:
             _remove(old)
         else:
             os.replace(tmp, target)
+    except Exception as err:
+        reason = out_of_space(err)
+        if reason is not None:
+            raise VmrnnError(f"{reason} writing {target}") from None
+        raise
     finally:
         _remove(tmp)

@@ -84,6 +84,6 @@ def write_zarr(
 ) -> list[Path]:
     """Write the forecast as a Zarr v2 store (GDAL reads v2) with the same layout as the NetCDF output."""
     ds, encoding = forecast_dataset(forecast, nodata, reference_time, name)
-    with atomic_path(Path(target), overwrite) as tmp:
+    with atomic_path(Path(target), overwrite, manifest=True) as tmp:
         ds.to_zarr(tmp, encoding=encoding, zarr_format=2, consolidated=True)
     return [Path(target)]

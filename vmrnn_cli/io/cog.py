@@ -42,9 +42,10 @@ def write_cog(
     tags = {"TIFFTAG_SOFTWARE": f"vmrnn {__version__}", "FORECAST_REFERENCE_TIME": iso_time(reference_time)}
     names = [str(b) for b in forecast["band"].values]
     data = forecast.values
-    with atomic_path(target, overwrite) as tmp:
+    with atomic_path(target, overwrite, manifest=True) as tmp:
         tmp.mkdir()
-        with ThreadPoolExecutor(max_workers=min(len(labels), os.cpu_count() or 1)) as pool:
+        pool = ThreadPoolExecutor(max_workers=min(len(labels), os.cpu_count() or 1))
+        try:
             jobs = [
                 pool.submit(
                     _write_one_cog,
@@ -52,19 +53,25 @@ def write_cog(
                     data[lead - 1],
                     profile,
                     names,
-                    tags
-                    | {
-                        "TIFFTAG_DATETIME": timestamp(valid).strftime("%Y:%m:%d %H:%M:%S"),
-                        "VALID_TIME": iso_time(valid),
-                        "LEAD_TIME_STEPS": str(lead),
-                        "CALENDAR": calendar_of(valid),
-                    },
+                    tags | _valid_time_tags(valid, lead),
                 )
                 for lead, (label, valid) in enumerate(zip(labels, times), start=1)
             ]
             for job in jobs:
                 job.result()
+        finally:  # after a failure, Ctrl-C included, files not yet started are not written at all
+            pool.shutdown(wait=True, cancel_futures=True)
     return [target / f"{label}.tif" for label in labels]
+
+
+def _valid_time_tags(valid: object, lead: int) -> dict[str, str]:
+    """The tags that tell one lead time's file apart: its valid time (also as TIFFTAG_DATETIME) and lead."""
+    return {
+        "TIFFTAG_DATETIME": timestamp(valid).strftime("%Y:%m:%d %H:%M:%S"),
+        "VALID_TIME": iso_time(valid),
+        "LEAD_TIME_STEPS": str(lead),
+        "CALENDAR": calendar_of(valid),
+    }
 
 
 def _write_one_cog(path: Path, frame: np.ndarray, profile: dict, names: list[str], tags: dict[str, str]) -> None:

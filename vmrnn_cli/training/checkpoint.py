@@ -43,7 +43,11 @@ class Checkpoint:
     path: Path | None = None
 
     def build_model(self) -> nn.Module:
-        """Rebuild the network from the config and load its weights (error if they do not fit)."""
+        """Rebuild the network from the config and load its weights (error if they do not fit or are not finite)."""
+        if not all(torch.isfinite(t).all() for t in self.model.values() if t.is_floating_point()):
+            raise VmrnnError(
+                f"{self.path}: holds non-finite weights (its training diverged); train again, e.g. with a lower `lr`"
+            )
         net = build_network(self.config["model"], len(self.spec.band_names), self.spec.window)
         try:
             net.load_state_dict(self.model)

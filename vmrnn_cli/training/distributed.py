@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import sys
 from dataclasses import dataclass
 
 import torch
@@ -44,3 +45,9 @@ def sum_ranks(values: list[float], ranks: Ranks, device: torch.device) -> list[f
     tensor = torch.tensor(values, dtype=torch.float64, device=device)
     dist.all_reduce(tensor)
     return tensor.tolist()
+
+
+def log(ranks: Ranks, message: str) -> None:
+    """A line on stderr, from the main process only."""
+    if ranks.main:
+        print(message, file=sys.stderr, flush=True)

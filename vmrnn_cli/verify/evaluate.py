@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 import sys
 import warnings
-from contextlib import nullcontext
+from contextlib import ExitStack, nullcontext
 from pathlib import Path
 from typing import Any
 
@@ -24,10 +24,12 @@ from vmrnn_cli.data.cube import Cube, open_cube
 from vmrnn_cli.data.dataset import WindowDataset
 from vmrnn_cli.errors import VmrnnError
 from vmrnn_cli.forecast.rollout import auto_batch_size, rollout
-from vmrnn_cli.io.atomic import atomic_path, check_writable
+from vmrnn_cli.io.atomic import atomic_path
+from vmrnn_cli.io.lock import locked
+from vmrnn_cli.io.outputs import check_output
 from vmrnn_cli.options import EvaluateOptions
 from vmrnn_cli.runtime import pick_device
-from vmrnn_cli.training.checkpoint import load_checkpoint
+from vmrnn_cli.training.checkpoint import load_checkpoint, resolve
 from vmrnn_cli.verify import plots
 from vmrnn_cli.verify.baselines import climatology, climatology_mean, persistence
 from vmrnn_cli.verify.metrics import LeadTimeScores
@@ -82,11 +84,9 @@ def score_part(
     part = options.part
     ckpt = load_checkpoint(checkpoint)
     cube = open_cube(cube_path)
-    if len(cube.band_names) != len(ckpt.spec.band_names):
-        raise VmrnnError(
-            f"{cube_path}: {len(cube.band_names)} band(s) differ from the {len(ckpt.spec.band_names)} "
-            f"band(s) the model in {ckpt.path} was trained on"
-        )
+    mismatch = ckpt.spec.mismatch(cube.grid, cube.band_names, options.allow_resolution_change)
+    if mismatch:
+        raise VmrnnError(f"{cube_path}: {mismatch}")
     windows = cube.windows(part)
     if len(windows) == 0:
         raise VmrnnError(
@@ -169,23 +169,27 @@ def evaluate(
         if plot_path.suffix.lower() != ".png":
             raise VmrnnError(f"`plot` {plot_path}: must name a .png file")
         targets += [plot_path, panel_path(plot_path)]
+    sources = [Path(cube_path), resolve(checkpoint)]
     for target in targets:
-        check_writable(target, overwrite)
-    result, panel = score_part(checkpoint, cube_path, options)
-    print_table(result)
-    if json_path is not None:
-        with atomic_path(Path(json_path), overwrite) as tmp:
-            tmp.write_text(to_json(result))
-    if plot_path is not None:
-        plots.plot_scores(result, plot_path, overwrite)
-        window = result["panel_window"]
-        plots.plot_panel(
-            panel["context"],
-            panel["truth"],
-            panel["forecast"],
-            panel_path(plot_path),
-            title=f"{result['part']} window t0={window['t0']} y0={window['y0']} x0={window['x0']}, "
-            f"band {result['band_names'][0]}",
-            overwrite=overwrite,
-        )
+        check_output(target, overwrite, sources)
+    with ExitStack() as stack:
+        for target in targets:
+            stack.enter_context(locked(target))
+        result, panel = score_part(checkpoint, cube_path, options)
+        print_table(result)
+        if json_path is not None:
+            with atomic_path(Path(json_path), overwrite) as tmp:
+                tmp.write_text(to_json(result))
+        if plot_path is not None:
+            _plot(result, panel, plot_path, overwrite)
     return result, targets
+
+
+def _plot(result: dict[str, Any], panel: dict[str, np.ndarray], plot_path: Path, overwrite: bool) -> None:
+    """The scores against lead time in plot_path, one window's frames in its `panel_path`."""
+    plots.plot_scores(result, plot_path, overwrite)
+    window = result["panel_window"]
+    title = (
+        f"{result['part']} window t0={window['t0']} y0={window['y0']} x0={window['x0']}, band {result['band_names'][0]}"
+    )
+    plots.plot_panel(panel["context"], panel["truth"], panel["forecast"], panel_path(plot_path), title, overwrite)

@@ -9,6 +9,7 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
 from vmrnn_cli.io.atomic import atomic_path
+from vmrnn_cli.io.outputs import WRITTEN_BY
 from vmrnn_cli.verify.report import METHODS
 
 PANEL_COLUMNS = 6
@@ -17,7 +18,7 @@ PANEL_COLUMNS = 6
 def _save(fig: Figure, path: Path, overwrite: bool) -> None:
     """Write the figure atomically as PNG."""
     with atomic_path(Path(path), overwrite) as tmp:
-        fig.savefig(tmp, format="png", dpi=100)
+        fig.savefig(tmp, format="png", dpi=100, metadata={"Software": WRITTEN_BY})
 
 
 def plot_scores(result: dict, path: Path, overwrite: bool = False) -> None:

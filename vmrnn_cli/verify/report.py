@@ -10,6 +10,8 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
+from vmrnn_cli.io.outputs import WRITTEN_BY
+
 METHODS = ("model", "persistence", "climatology")
 
 
@@ -25,8 +27,8 @@ def _plain(value: Any) -> Any:
 
 
 def to_json(result: dict[str, Any]) -> str:
-    """The evaluation as strict JSON text (NaN/inf as null)."""
-    return json.dumps(_plain(result), indent=2) + "\n"
+    """The evaluation as strict JSON text (NaN/inf as null), marked as vmrnn's (`written_by`)."""
+    return json.dumps(_plain({**result, "written_by": WRITTEN_BY}), indent=2) + "\n"
 
 
 def print_table(result: dict[str, Any], console: Console | None = None) -> None:
