@@ -35,11 +35,15 @@ def test_demo_end_to_end_beats_persistence(tmp_path):
         assert (out / png).read_bytes()[:4] == b"\x89PNG"
 
 
-def test_demo_refuses_non_empty_out_dir(tmp_path):
+def test_demo_refuses_a_folder_it_did_not_write(tmp_path):
     (tmp_path / "notes.txt").write_text("mine")
     result = run_cli("demo", "-o", str(tmp_path))
     assert result.returncode == 1
+    assert result.stderr.strip() == f"vmrnn: error: {tmp_path}: already exists; pass --overwrite to replace it"
+    result = run_cli("demo", "-o", str(tmp_path), "--overwrite")
+    assert result.returncode == 1
     assert result.stderr.strip() == (
-        f"vmrnn: error: {tmp_path}: exists and is not empty; pass --overwrite to replace the demo's files in it"
+        f"vmrnn: error: {tmp_path}: holds {tmp_path / 'notes.txt'}, which vmrnn did not write; --overwrite "
+        "replaces only vmrnn's own outputs"
     )
     assert [p.name for p in tmp_path.iterdir()] == ["notes.txt"]

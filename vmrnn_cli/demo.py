@@ -15,8 +15,9 @@ import torch
 
 from vmrnn_cli import synthetic
 from vmrnn_cli.data.prepare import prepare
-from vmrnn_cli.errors import VmrnnError
 from vmrnn_cli.forecast.predict import predict
+from vmrnn_cli.io.lock import locked
+from vmrnn_cli.io.outputs import check_output, write_manifest
 from vmrnn_cli.options import EvaluateOptions, PredictOptions, PrepareOptions
 from vmrnn_cli.training.loop import train
 from vmrnn_cli.verify.evaluate import evaluate, panel_path
@@ -44,20 +45,22 @@ def _step(message: str, started: float) -> None:
 
 
 def demo(out_dir: Path, device: str = "auto", overwrite: bool = False) -> list[Path]:
-    """Run the demo in out_dir (refused if it holds anything, unless overwrite); returns the result files.
+    """Run the demo in out_dir, a new or empty directory or, with `overwrite`, an earlier demo's; returns the
+    result files. The directory's manifest lists everything the demo wrote.
 
     Torch runs on one CPU thread meanwhile: the demo's tensors are so small that intra-op threads cost
     more than they give (a training step was 10x slower with 2 threads on a busy 2-core machine).
     """
     out_dir = Path(out_dir)
-    if out_dir.exists() and not out_dir.is_dir():
-        raise VmrnnError(f"{out_dir}: exists and is not a directory")
-    if out_dir.exists() and any(out_dir.iterdir()) and not overwrite:
-        raise VmrnnError(f"{out_dir}: exists and is not empty; pass `overwrite` to replace the demo's files in it")
+    empty = out_dir.is_dir() and not out_dir.is_symlink() and not any(out_dir.iterdir())
+    check_output(out_dir, overwrite or empty, directory=True)
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
-        return _run(out_dir, device)
+        with locked(out_dir):
+            paths = _run(out_dir, device)
+            write_manifest(out_dir)
+            return paths
     finally:
         torch.set_num_threads(threads)
 

@@ -49,6 +49,15 @@ def test_quoted_glob_int16_scale_and_multiband_selection(tmp_path):
         read_rasters([str(tmp_path / "*.tif")], ReadOptions(bands=[4]))
 
 
+@pytest.mark.parametrize("cut", [10, 150])
+def test_truncated_tags_are_refused_not_read_as_missing(tmp_path, cut):
+    # The IFD's tag data at the end of a plain GeoTIFF: GDAL reads the cut file with no CRS or nodata, silently.
+    paths = synthetic.make_geotiff_series(tmp_path, 3, 20, 24)
+    os.truncate(paths[1], os.path.getsize(paths[1]) - cut)
+    with pytest.raises(VmrnnError, match=rf"{paths[1].name}: truncated or damaged TIFF"):
+        read_rasters([str(p) for p in paths])
+
+
 @pytest.mark.parametrize(
     "name, expected",
     [

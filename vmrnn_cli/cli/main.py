@@ -5,8 +5,10 @@ Library errors name options by their Python name (`horizon`); `main` shows them 
 
 from __future__ import annotations
 
+import logging
 import os
 import re
+import signal
 import sys
 from typing import Annotated
 
@@ -70,11 +72,31 @@ def _fail(message: str, code: int) -> None:
     sys.exit(code)
 
 
+class Stopped(BaseException):
+    """Ctrl-C or SIGTERM, raised in the main thread so that every temporary output is removed on the way out."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signum)
+        self.signum = signum
+
+
+def _stop(signum: int, _frame: object) -> None:
+    raise Stopped(signum)
+
+
 def main() -> None:
     """Entry point: run the app, turning any failure into one line on stderr: exit 2 for a bad option value, 1 for
-    anything else."""
+    anything else, 128 + the signal's number after Ctrl-C or SIGTERM."""
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, _stop)
+    logging.getLogger("rasterio").addHandler(logging.NullHandler())  # GDAL's messages: the error line says it
     try:
         app()
+    except Stopped as stop:
+        if os.environ.get("VMRNN_DEBUG"):
+            raise
+        print(f"vmrnn: stopped by {signal.Signals(stop.signum).name}; nothing half-written is left", file=sys.stderr)
+        sys.exit(128 + stop.signum)
     except OptionError as err:
         _fail(str(err), 2)
     except VmrnnError as err:

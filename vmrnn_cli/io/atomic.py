@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import errno
 import os
+import resource
 import shutil
 import uuid
 from collections.abc import Iterator
@@ -35,17 +36,23 @@ def _remove(path: Path) -> None:
         path.unlink()
 
 
-def out_of_space(err: BaseException) -> str | None:
-    """What ran out when a write failed for lack of space ("no space left on device", ...), else None.
+def out_of_space(err: BaseException, written: Path) -> str | None:
+    """What ran out when writing `written` failed for lack of space ("no space left on device", ...), else None.
 
-    GDAL and HDF5 report it in their message rather than as an errno."""
+    GDAL and HDF5 often say it only in their message, or not at all ("HDF error", a file that cannot be read
+    back); then the disk's free space and the process's file size limit tell."""
     code = getattr(err, "errno", None)
     if code in _NO_SPACE:
         return _NO_SPACE[code]
     text = str(err)
-    for phrase, code in _NO_SPACE_TEXT.items():
+    for phrase, phrase_code in _NO_SPACE_TEXT.items():
         if phrase in text:
-            return _NO_SPACE[code]
+            return _NO_SPACE[phrase_code]
+    if code == errno.EIO or "HDF error" in text:
+        if shutil.disk_usage(written.parent).free < 2**20:
+            return _NO_SPACE[errno.ENOSPC]
+        if resource.getrlimit(resource.RLIMIT_FSIZE)[0] != resource.RLIM_INFINITY:
+            return _NO_SPACE[errno.EFBIG]
     return None
 
 
@@ -76,7 +83,7 @@ def atomic_path(target: Path, overwrite: bool, manifest: bool = False) -> Iterat
         else:
             os.replace(tmp, target)
     except Exception as err:
-        reason = out_of_space(err)
+        reason = out_of_space(err, tmp)
         if reason is not None:
             raise VmrnnError(f"{reason} writing {target}") from None
         raise

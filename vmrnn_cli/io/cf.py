@@ -11,6 +11,7 @@ import xarray as xr
 from vmrnn_cli import __version__
 from vmrnn_cli.data.timeaxis import calendar_of, iso_time
 from vmrnn_cli.io.atomic import atomic_path
+from vmrnn_cli.io.native_stderr import held_native_stderr
 
 
 def forecast_dataset(
@@ -69,7 +70,7 @@ def write_netcdf(
 ) -> list[Path]:
     """Write the forecast as one CF-1.8 NetCDF-4 file (band, time, y, x) with grid_mapping spatial_ref."""
     ds, encoding = forecast_dataset(forecast, nodata, reference_time, name)
-    with atomic_path(Path(target), overwrite) as tmp:
+    with atomic_path(Path(target), overwrite) as tmp, held_native_stderr():  # HDF5 prints its error stack there
         ds.to_netcdf(tmp, encoding=encoding, format="NETCDF4")
     return [Path(target)]
 

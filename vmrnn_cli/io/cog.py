@@ -2,19 +2,23 @@
 
 from __future__ import annotations
 
+import errno
 import os
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
 import rasterio
+import rasterio.errors
 import rasterio.shutil
 import xarray as xr
 from rasterio.io import MemoryFile
+from rasterio.windows import Window
 
 from vmrnn_cli import __version__
 from vmrnn_cli.data.timeaxis import calendar_of, iso_time, time_labels, timestamp
 from vmrnn_cli.io.atomic import atomic_path
+from vmrnn_cli.io.native_stderr import held_native_stderr
 
 
 def write_cog(
@@ -42,7 +46,7 @@ def write_cog(
     tags = {"TIFFTAG_SOFTWARE": f"vmrnn {__version__}", "FORECAST_REFERENCE_TIME": iso_time(reference_time)}
     names = [str(b) for b in forecast["band"].values]
     data = forecast.values
-    with atomic_path(target, overwrite, manifest=True) as tmp:
+    with atomic_path(target, overwrite, manifest=True) as tmp, held_native_stderr():
         tmp.mkdir()
         pool = ThreadPoolExecutor(max_workers=min(len(labels), os.cpu_count() or 1))
         try:
@@ -77,7 +81,7 @@ def _valid_time_tags(valid: object, lead: int) -> dict[str, str]:
 def _write_one_cog(path: Path, frame: np.ndarray, profile: dict, names: list[str], tags: dict[str, str]) -> None:
     """Write one (band, y, x) frame as a COG: staged as an in-memory GeoTIFF, then copied to path as a COG."""
     frame = np.where(np.isnan(frame), profile["nodata"], frame).astype(np.float32, copy=False)
-    with MemoryFile() as memory:
+    with rasterio.Env(), MemoryFile() as memory:  # the Env routes GDAL's messages from this thread to logging
         with memory.open(driver="GTiff", **profile) as staging:
             staging.write(frame)
             for index, name in enumerate(names, start=1):
@@ -85,3 +89,15 @@ def _write_one_cog(path: Path, frame: np.ndarray, profile: dict, names: list[str
             staging.update_tags(**tags)
         with memory.open() as staging:
             rasterio.shutil.copy(staging, path, driver="COG", compress="deflate", predictor=3, num_threads="ALL_CPUS")
+        _read_back_last_block(path)
+
+
+def _read_back_last_block(path: Path) -> None:
+    """Read the file's last full-resolution block, written last: GDAL reports some failed writes (a file size
+    limit) only as messages, and the block is then missing. OSError when it cannot be read."""
+    try:
+        with rasterio.open(path) as src:
+            rows, cols = src.block_shapes[0]
+            src.read(1, window=Window((src.width - 1) // cols * cols, (src.height - 1) // rows * rows, 1, 1))
+    except rasterio.errors.RasterioError as err:
+        raise OSError(errno.EIO, f"{path}: the file written cannot be read back ({err})") from None

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import math
+import logging
 import os
 from dataclasses import dataclass
 from datetime import datetime
@@ -13,6 +13,7 @@ import dask.array
 import numpy as np
 import rasterio
 import rasterio.errors
+import tifffile
 import xarray as xr
 from rasterio.enums import MaskFlags
 from rasterio.windows import Window
@@ -35,18 +36,38 @@ def _open_raster(path: Path) -> rasterio.DatasetReader:
         raise VmrnnError(f"{path}: not a readable raster ({reason})") from None
 
 
+class _Problems(logging.Handler):
+    """Collects what tifffile reports while it parses a file's structure."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.WARNING)
+        self.messages: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.messages.append(record.getMessage())
+
+
 def _check_complete(src: rasterio.DatasetReader, path: Path) -> None:
-    """Refuse a truncated TIFF whose last data block lies beyond the end of the file."""
+    """Refuse a truncated or damaged TIFF: any tag or data block pointing past the end of the file. GDAL reads
+    such files without a word (a tag cut off reads as absent: no CRS, no nodata), so tifffile parses the
+    structure."""
     if src.driver != "GTiff":
         return
-    block_h, block_w = src.block_shapes[0]
-    key = f"{math.ceil(src.width / block_w) - 1}_{math.ceil(src.height / block_h) - 1}"
+    problems, logger = _Problems(), logging.getLogger("tifffile")
+    logger.addHandler(problems)
+    try:
+        with tifffile.TiffFile(path) as tif:
+            page = tif.pages.first
+            end = max((o + c for o, c in zip(page.dataoffsets, page.databytecounts)), default=0)
+    except (tifffile.TiffFileError, IndexError, ValueError) as err:
+        problems.messages.append(str(err))
+    finally:
+        logger.removeHandler(problems)
     size = os.path.getsize(path)
-    for band in {1, src.count}:
-        offset = src.get_tag_item(f"BLOCK_OFFSET_{key}", "TIFF", bidx=band)
-        length = src.get_tag_item(f"BLOCK_SIZE_{key}", "TIFF", bidx=band)
-        if offset and length and int(offset) + int(length) > size:
-            raise VmrnnError(f"{path}: truncated file (data ends at byte {size}, expected {int(offset) + int(length)})")
+    if problems.messages:
+        raise VmrnnError(f"{path}: truncated or damaged TIFF ({problems.messages[0]})")
+    if end > size:
+        raise VmrnnError(f"{path}: truncated file (data ends at byte {size}, expected {end})")
 
 
 def _file_time(src: rasterio.DatasetReader, path: Path, time_format: str | None) -> datetime:
