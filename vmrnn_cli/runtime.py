@@ -12,7 +12,7 @@ from pathlib import Path
 import dask
 import torch
 
-from vmrnn_cli.errors import VmrnnError
+from vmrnn_cli.errors import OptionError, VmrnnError
 
 
 def pick_device(choice: str, local_rank: int = 0) -> torch.device:
@@ -70,3 +70,14 @@ def human(nbytes: float) -> str:
             return f"{nbytes:.0f} {unit}" if unit == "bytes" else f"{nbytes:.1f} {unit}"
         nbytes /= 1024
     return f"{nbytes:.1f} PiB"
+
+
+def check_batch_fits(batch_size: int, item_bytes: int, what: str) -> None:
+    """Refuse, before any compute, a `batch_size` whose inputs alone (`item_bytes` each) exceed the memory left."""
+    memory = available_memory()
+    if batch_size * item_bytes > memory:
+        raise OptionError(
+            "batch_size",
+            f"{batch_size} {what} of {human(item_bytes)} each take more than the "
+            f"{human(memory)} of memory available; give a smaller one",
+        )

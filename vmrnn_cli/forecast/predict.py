@@ -21,7 +21,7 @@ from vmrnn_cli.io.outputs import check_output
 from vmrnn_cli.io.readers import read_rasters
 from vmrnn_cli.io.writers import get_writer, infer_format
 from vmrnn_cli.options import PredictOptions
-from vmrnn_cli.runtime import available_memory, free_disk, human, pick_device
+from vmrnn_cli.runtime import available_memory, check_batch_fits, free_disk, human, pick_device
 from vmrnn_cli.training.checkpoint import Checkpoint, load_checkpoint, resolve
 
 
@@ -144,12 +144,8 @@ def check_sizes(
             f"{bands} band(s) x {height} x {width} px x 4 bytes), more than the {human(space)} free "
             "there; forecast fewer frames (`horizon`) or write elsewhere"
         )
-    if batch_size is not None and batch_size * (context + horizon) * bands * tile * tile * 4 > memory:
-        raise OptionError(
-            "batch_size",
-            f"{batch_size} tiles of {context} + {horizon} frames take more than the "
-            f"{human(memory)} of memory available; give a smaller one",
-        )
+    if batch_size is not None:
+        check_batch_fits(batch_size, (context + horizon) * bands * tile * tile * 4, "tiles")
 
 
 def scene_on(frames: np.ndarray, horizon: int, device: torch.device) -> torch.Tensor:

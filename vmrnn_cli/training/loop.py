@@ -25,7 +25,7 @@ from vmrnn_cli.data.dataset import WindowDataset
 from vmrnn_cli.errors import VmrnnError
 from vmrnn_cli.io.lock import locked
 from vmrnn_cli.options import TrainConfig, read_toml, resolve_config, to_toml, validated
-from vmrnn_cli.runtime import pick_device
+from vmrnn_cli.runtime import check_batch_fits, pick_device
 from vmrnn_cli.training.checkpoint import Checkpoint, load_checkpoint
 from vmrnn_cli.training.distributed import Ranks, log
 from vmrnn_cli.training.interrupt import stop_on_signals
@@ -97,6 +97,8 @@ def _start(
         now, then = spec.to_json(), ckpt.spec.to_json()
         changed = sorted(k for k in now if now[k] != then.get(k))
         raise VmrnnError(f"{cube_path}: differs from the cube this run was trained on ({', '.join(changed)})")
+    frames = cube.input_frames + cube.output_frames
+    check_batch_fits(config.batch_size, frames * len(cube.band_names) * cube.window**2 * 4, "windows")
     train_set, val_set = WindowDataset(cube, "train"), WindowDataset(cube, "val")
     if len(train_set) == 0:
         raise VmrnnError(

@@ -28,7 +28,7 @@ from vmrnn_cli.io.atomic import atomic_path
 from vmrnn_cli.io.lock import locked
 from vmrnn_cli.io.outputs import check_output
 from vmrnn_cli.options import EvaluateOptions
-from vmrnn_cli.runtime import pick_device
+from vmrnn_cli.runtime import check_batch_fits, pick_device
 from vmrnn_cli.training.checkpoint import load_checkpoint, resolve
 from vmrnn_cli.verify import plots
 from vmrnn_cli.verify.baselines import climatology, climatology_mean, persistence
@@ -94,6 +94,8 @@ def score_part(
             "larger share for it in `split`)"
         )
     n_in, n_out, size = cube.input_frames, cube.output_frames, cube.window
+    if options.batch_size is not None:
+        check_batch_fits(options.batch_size, (n_in + n_out) * len(cube.band_names) * size * size * 4, "windows")
     dev = pick_device(options.device)
     print(
         f"evaluating {len(windows)} {part} window(s) of {cube_path} ({n_in} -> {n_out} frames) on {dev}",
