@@ -14,6 +14,8 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
+import pandas as pd
+
 from vmrnn_cli.errors import OptionError, VmrnnError
 
 if sys.version_info >= (3, 11):
@@ -67,18 +69,28 @@ def parse_split(text: str) -> tuple[float, float, float]:
 
 @dataclass(frozen=True)
 class ReadOptions:
-    """How rasters are read (prepare and predict): the NetCDF/Zarr variable, the date pattern of GeoTIFF names and
-    the bands to keep (1-based; None: all)."""
+    """How rasters are read (prepare and predict): the NetCDF/Zarr variable, the date pattern of GeoTIFF names,
+    the bands to keep (1-based; None: all), whether irregular lat/lon axes are resampled onto a regular grid, and
+    the series' time step as a pandas offset alias (None: inferred)."""
 
     var: str | None = None
     time_format: str | None = None
     bands: tuple[int, ...] | None = None
+    regrid: bool = False
+    freq: str | None = None
 
     def __post_init__(self) -> None:
         if self.bands is not None:
             object.__setattr__(self, "bands", tuple(self.bands))
             if not self.bands or any(not isinstance(b, int) or b < 1 for b in self.bands):
                 raise OptionError("bands", f"must be band numbers >= 1, got {list(self.bands)}")
+        if self.freq is not None:
+            try:
+                pd.tseries.frequencies.to_offset(self.freq)
+            except ValueError:
+                raise OptionError(
+                    "freq", f"must be a pandas offset alias such as 1D, 16D, 3h or MS, got {self.freq!r}"
+                ) from None
 
 
 @dataclass(frozen=True)

@@ -44,6 +44,18 @@ AllowResolutionChange = Annotated[
         help="Forecast a scene whose pixel size is more than 25% away from the training data's.",
     ),
 ]
+Regrid = Annotated[
+    bool,
+    typer.Option("--regrid", help="Resample irregular lat/lon axes (e.g. Gaussian latitudes) onto a regular grid."),
+]
+Freq = Annotated[
+    str | None,
+    typer.Option(
+        "--freq",
+        show_default=False,
+        help="The series' time step as a pandas offset alias, e.g. 1D, 16D, 3h, MS (default: inferred).",
+    ),
+]
 Json = Annotated[bool, typer.Option("--json", help="Print a JSON summary on stdout instead of the paths written.")]
 
 

@@ -7,7 +7,19 @@ from typing import Annotated
 
 import typer
 
-from vmrnn_cli.cli.flags import AllowResolutionChange, Bands, Device, Json, Model, Overwrite, TimeFormat, Var, output
+from vmrnn_cli.cli.flags import (
+    AllowResolutionChange,
+    Bands,
+    Device,
+    Freq,
+    Json,
+    Model,
+    Overwrite,
+    Regrid,
+    TimeFormat,
+    Var,
+    output,
+)
 from vmrnn_cli.options import FORMATS, PredictOptions, ReadOptions, parse_int_list
 
 
@@ -26,6 +38,8 @@ def command(
     var: Var = None,
     time_format: TimeFormat = None,
     bands: Bands = None,
+    regrid: Regrid = False,
+    freq: Freq = None,
     context: Annotated[
         int | None,
         typer.Option(
@@ -70,7 +84,7 @@ def command(
 
     options = PredictOptions(
         horizon=horizon,
-        read=ReadOptions(var, time_format, parse_int_list("bands", bands)),
+        read=ReadOptions(var, time_format, parse_int_list("bands", bands), regrid, freq),
         context=context,
         overlap=overlap,
         batch_size=batch_size,

@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from vmrnn_cli.cli.flags import Bands, Overwrite, TimeFormat, Var, deprecated, output
+from vmrnn_cli.cli.flags import Bands, Freq, Overwrite, Regrid, TimeFormat, Var, deprecated, output
 from vmrnn_cli.options import PrepareOptions, ReadOptions, parse_int_list, parse_split
 
 
@@ -22,6 +22,8 @@ def command(
     var: Var = None,
     time_format: TimeFormat = None,
     bands: Bands = None,
+    regrid: Regrid = False,
+    freq: Freq = None,
     input_frames: Annotated[
         int, typer.Option("--input-frames", help="Frames the model sees.")
     ] = PrepareOptions.input_frames,
@@ -51,7 +53,7 @@ def command(
         deprecated("prepare --patch-size", "--window")
         window = patch_size
     options = PrepareOptions(
-        read=ReadOptions(var, time_format, parse_int_list("bands", bands)),
+        read=ReadOptions(var, time_format, parse_int_list("bands", bands), regrid, freq),
         input_frames=input_frames,
         output_frames=output_frames,
         window=window,
