@@ -20,7 +20,7 @@ import torch
 from torch.profiler import ProfilerActivity, profile
 
 from models.scan import selective_scan_reference, selective_scan_torch
-from models.scan.reference import expand_groups, finish_output, prepare_delta
+from models.scan.inputs import expand_groups, finish_output, prepare_delta
 
 BATCH, DIM, N, LENGTH = 1, 256, 16, 1024
 

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import functools
 import importlib
-from typing import Callable
+from collections.abc import Callable
+from typing import Any
 
 import torch
 from torch import Tensor
 
+from models.scan.inputs import ScanInputs, scan_signature
 from models.scan.reference import selective_scan_reference
 from models.scan.torch_scan import selective_scan_torch
 
@@ -16,9 +18,7 @@ BACKENDS = ("auto", "reference", "torch", "mamba", "triton")
 
 
 def _mamba() -> Callable[..., Tensor]:
-    from models.scan.mamba import selective_scan_mamba
-
-    return selective_scan_mamba
+    return importlib.import_module("models.scan.mamba").selective_scan_mamba
 
 
 def _triton() -> Callable[..., Tensor]:
@@ -60,18 +60,8 @@ def get_backend(name: str, device: torch.device | str | None = None) -> Callable
     return _mamba() if name == "mamba" else _triton()
 
 
-def selective_scan(
-    u: Tensor,
-    delta: Tensor,
-    A: Tensor,
-    B: Tensor,
-    C: Tensor,
-    D: Tensor | None = None,
-    z: Tensor | None = None,
-    delta_bias: Tensor | None = None,
-    delta_softplus: bool = False,
-    backend: str = "auto",
-) -> Tensor:
-    """Mamba's selective scan with mamba_ssm's `selective_scan_fn` shapes, run by the named backend."""
-    scan = get_backend(backend, u.device)
-    return scan(u, delta, A, B, C, D=D, z=z, delta_bias=delta_bias, delta_softplus=delta_softplus)
+@scan_signature
+def selective_scan(x: ScanInputs, backend: str = "auto", **options: Any) -> Tensor:
+    """Mamba's selective scan, with mamba_ssm's `selective_scan_fn` arguments, by the backend named `backend`
+    (and that backend's options, such as the torch backend's chunk_size)."""
+    return get_backend(backend, x.u.device)(*x, **options)

@@ -5,9 +5,10 @@ activation checkpointing whenever gradients are recorded: a call keeps about its
 and recomputes a chunk's (batch, dim, chunk, N) intermediates there, one chunk at a time. So a train step that
 calls the scan ~100 times holds none of them, and one call's peak grows with the chunk length, not with L.
 Inside a chunk, short sub-chunks are solved in parallel with the cumulative-sum form
-h_t = e^{S_t} sum_{s<=t} e^{-S_s} x_s, where S is the running sum of dt*A after the sub-chunk's first step; the sub-chunk length is picked
-so that |S| stays below `_MAX_EXPONENT` and neither factor can overflow (length 1 needs no exponent
-at all, so any step size is exact). The states then pass from one sub-chunk to the next in a short loop.
+h_t = e^{S_t} sum_{s<=t} e^{-S_s} x_s, where S is the running sum of dt*A after the sub-chunk's first step; the
+sub-chunk length is picked so that |S| stays below `_MAX_EXPONENT` and neither factor can overflow (length 1
+needs no exponent at all, so any step size is exact). The states then pass from one sub-chunk to the next in a
+short loop.
 """
 
 from __future__ import annotations
@@ -19,13 +20,13 @@ import torch.nn.functional as F
 from torch import Tensor
 from torch.utils.checkpoint import checkpoint
 
-from models.scan.reference import finish_output, prepare_delta
+from models.scan.inputs import ScanInputs, finish_output, prepare_delta, scan_signature
 
 _MAX_EXPONENT = 40.0  # e^40 ~ 2e17: room for inputs up to ~1e20 before float32 overflows
 _MAX_SUBCHUNK = 32  # the in-sub-chunk sums are (sub x sub) matrix products: cost grows with sub
 # On the CPU a chunk is cut so that one (batch, dim, chunk, N) float32 intermediate stays below this: glibc's
-# malloc serves blocks over 32 MiB by mmap, whose pages fault afresh on every call (1.8x slower per call at
-# 35 MiB; benchmarks/RESULTS.md, session 7). Padding to whole sub-chunks at most doubles a chunk.
+# malloc serves blocks over 32 MiB by mmap, whose pages fault afresh on every call (a call measured 1.8x slower
+# with 35 MiB intermediates). Padding to whole sub-chunks at most doubles a chunk.
 _CPU_CHUNK_BYTES = 16 * 2**20
 
 
@@ -72,30 +73,18 @@ def _scan_chunk(u: Tensor, dt: Tensor, A: Tensor, B: Tensor, C: Tensor, h0: Tens
     return y, h
 
 
-def selective_scan_torch(
-    u: Tensor,
-    delta: Tensor,
-    A: Tensor,
-    B: Tensor,
-    C: Tensor,
-    D: Tensor | None = None,
-    z: Tensor | None = None,
-    delta_bias: Tensor | None = None,
-    delta_softplus: bool = False,
-    chunk_size: int = 256,
-) -> Tensor:
+@scan_signature
+def selective_scan_torch(x: ScanInputs, chunk_size: int = 256) -> Tensor:
     """Same contract as `selective_scan_reference`; holds at most (batch, dim, chunk_size, N) at once, and on the
     CPU chunks of at most `_CPU_CHUNK_BYTES` per such tensor (before padding to whole sub-chunks)."""
-    u = u.float()
+    u = x.u.float()
     batch, dim, length = u.shape
-    groups, n = B.shape[1], A.shape[1]
-    if dim % groups:
-        raise ValueError(f"dim {dim} is not a multiple of groups {groups}")
-    delta = prepare_delta(delta, delta_bias, delta_softplus)
-    A = A.float().view(groups, dim // groups, n)
+    groups, n = x.B.shape[1], x.A.shape[1]
+    delta = prepare_delta(x.delta, x.delta_bias, x.delta_softplus)
+    A = x.A.float().view(groups, dim // groups, n)
     shape = (batch, groups, dim // groups, length)
     u_g, dt_g = u.reshape(shape), delta.reshape(shape)
-    B, C = B.float(), C.float()
+    B, C = x.B.float(), x.C.float()
     h = u.new_zeros(batch, groups, dim // groups, n)
     if u.device.type == "cpu":
         chunk_size = max(1, min(chunk_size, _CPU_CHUNK_BYTES // max(1, batch * dim * n * 4)))
@@ -110,4 +99,4 @@ def selective_scan_torch(
             y, h = _scan_chunk(*args)
         ys.append(y)
     y = torch.cat(ys, dim=-1).view(batch, dim, length)
-    return finish_output(y, u, D, z)
+    return finish_output(y, u, x.D, x.z)

@@ -3,12 +3,19 @@
 from __future__ import annotations
 
 import importlib.util
+import inspect
 
 import pytest
 import torch
 
-from models.scan import get_backend, resolve_backend, selective_scan, selective_scan_reference, selective_scan_torch
-from models.scan import torch_scan
+from models.scan import (
+    get_backend,
+    resolve_backend,
+    selective_scan,
+    selective_scan_reference,
+    selective_scan_torch,
+    torch_scan,
+)
 
 NAMES = ("u", "delta", "A", "B", "C", "D", "z", "delta_bias")
 
@@ -103,6 +110,19 @@ def test_auto_on_cuda_takes_triton_else_mamba():
     assert resolve_backend("auto", "cuda") == expected and resolve_backend("auto", "cpu") == "torch"
     assert get_backend("auto", "cuda") is get_backend(expected)
     assert get_backend("auto", "cuda") is get_backend("auto", torch.device("cuda", 0))
+
+
+def test_backends_share_one_signature_and_its_checks():
+    """Each backend takes selective_scan_fn's arguments, checked in one place (models/scan/inputs.py); the
+    dispatcher passes a backend's own options on."""
+    names = ["u", "delta", "A", "B", "C", "D", "z", "delta_bias", "delta_softplus", "options"]
+    for scan in (selective_scan, selective_scan_reference, selective_scan_torch):
+        assert list(inspect.signature(scan).parameters) == names
+        with pytest.raises(ValueError, match="multiple of groups"):
+            scan(**make_inputs(1, 6, 10, 4, 4))
+    inputs = make_inputs(1, 4, 40, 4, 2)
+    by_name = selective_scan(**inputs, delta_softplus=True, backend="torch", chunk_size=16)
+    assert torch.equal(by_name, selective_scan_torch(**inputs, delta_softplus=True, chunk_size=16))
 
 
 def test_interface_dispatches_to_backend():
