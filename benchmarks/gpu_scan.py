@@ -15,6 +15,7 @@ import argparse
 import json
 import math
 import time
+from dataclasses import asdict, replace
 from pathlib import Path
 
 import torch
@@ -25,12 +26,12 @@ from gpu_ss2d import N, SHAPES as SS2D_SHAPES
 from mamba_local import MAMBA_SRC, mamba_kernel  # also puts the repository root on sys.path
 from models.scan.reference import selective_scan_reference
 from models.scan.torch_scan import selective_scan_torch
-from models.scan import triton_scan
+from models.scan import ScanInputs, triton_scan
 
 # name, batch, channels (4 directions x d_inner), L (tokens), groups (directions): SS2D as the models call it
 SHAPES = [(name, batch, 4 * dim, height * width, 4) for name, batch, height, width, dim in SS2D_SHAPES]
-# (chunk, fwd block_d, fwd warps, bwd block_d, bwd warps): two block shapes to sweep, the default first
-SWEEP = [(16, 16, 1, 4, 2), (16, 32, 2, 4, 2)]
+# two block shapes to sweep, the default first
+SWEEP = [triton_scan.CONFIG, replace(triton_scan.CONFIG, fwd_block_d=32, fwd_warps=2)]
 DEVICE = "cuda"
 CHECK_SHAPE = (2, 256, 1000, 4)  # batch, channels, L (not a multiple of any chunk), groups
 GRAD_NAMES = ("u", "delta", "A", "B", "C", "D", "delta_bias")
@@ -110,14 +111,14 @@ def sweep(shape) -> list[dict]:
     _, batch, dim, L, groups = shape
     x = {k: None if v is None else v.detach() for k, v in scan_inputs(batch, dim, L, groups).items()}
     dout = torch.randn(batch, dim, L, device=DEVICE)
-    args = (x["u"], x["delta"], x["A"], x["B"], x["C"], x["D"], None, x["delta_bias"], True)
+    args = ScanInputs(x["u"], x["delta"], x["A"], x["B"], x["C"], x["D"], None, x["delta_bias"], True)
     rows = []
     for cfg in SWEEP:
-        _, hstart = triton_scan._launch_fwd(*args, cfg)
-        f = do_bench(lambda: triton_scan._launch_fwd(*args, cfg), warmup=10, rep=60, return_mode="median")
-        b = do_bench(lambda: triton_scan._launch_bwd(*args, hstart, dout, cfg), warmup=10, rep=60,
+        _, hstart = triton_scan.launch_forward(args, cfg)
+        f = do_bench(lambda: triton_scan.launch_forward(args, cfg), warmup=10, rep=60, return_mode="median")
+        b = do_bench(lambda: triton_scan.launch_backward(args, hstart, dout, cfg), warmup=10, rep=60,
                      return_mode="median")
-        rows.append({"config": cfg, "fwd_ms": f, "bwd_ms": b})
+        rows.append({"config": asdict(cfg), "fwd_ms": f, "bwd_ms": b})
         print(f"  {shape[0]:38s} {cfg} fwd {f:.4f} ms bwd {b:.4f} ms", flush=True)
     return rows
 
@@ -147,9 +148,9 @@ def main() -> None:
         report["sweep"][shape[0]] = rows
         f = min(rows, key=lambda r: r["fwd_ms"])
         b = min(rows, key=lambda r: r["bwd_ms"])
-        same_chunk = [r for r in rows if r["config"][0] == b["config"][0]]
+        same_chunk = [r for r in rows if r["config"]["chunk"] == b["config"]["chunk"]]
         fb = min(same_chunk, key=lambda r: r["fwd_ms"])
-        best[shape[0]] = (b["config"][0], fb["config"][1], fb["config"][2], b["config"][3], b["config"][4])
+        best[shape[0]] = fb["config"] | {k: b["config"][k] for k in ("bwd_block_d", "bwd_warps")}
         print(
             f"sweep {shape[0]:38s} best fwd {f['fwd_ms']:.4f} ms {f['config']}  best bwd {b['bwd_ms']:.4f} ms "
             f"{b['config']}  -> {best[shape[0]]}",
@@ -168,7 +169,7 @@ def main() -> None:
     print("\n".join(report["check"]), flush=True)
 
     def tuned(name):
-        cfg = best[name]
+        cfg = triton_scan.Config(**best[name])
         return lambda *a, delta_softplus: triton_scan.SelectiveScanTriton.apply(*a, delta_softplus, cfg)
 
     table = []

@@ -21,6 +21,7 @@ import itertools
 import json
 import math
 import time
+from dataclasses import asdict, replace
 from pathlib import Path
 
 import torch
@@ -108,22 +109,22 @@ def sweep(shape) -> list[str]:
     dout = torch.randn(batch, height, width, dim, device=DEVICE)
     base = triton_ss2d.CONFIG
     force = lambda config, backward: triton_ss2d.force_layout(config, backward, batch, dim)  # noqa: E731
-    cases = [("fwd", force(base._replace(seq_chunk=c, block_d=bd), "sequential")) for c, bd in FWD_SWEEP]
+    cases = [("fwd", force(replace(base, seq_chunk=c, block_d=bd), "sequential")) for c, bd in FWD_SWEEP]
     cases += [
-        ("bwd sequential", force(base._replace(seq_chunk=c, seq_block_d=bd), "sequential")) for c, bd in SEQ_SWEEP
+        ("bwd sequential", force(replace(base, seq_chunk=c, seq_block_d=bd), "sequential")) for c, bd in SEQ_SWEEP
     ]
     cases += [
-        ("bwd parallel", force(base._replace(par_chunk=c, par_block_d=bd, par_warps=w), "parallel"))
+        ("bwd parallel", force(replace(base, par_chunk=c, par_block_d=bd, par_warps=w), "parallel"))
         for c, bd, w in PAR_SWEEP
     ]
     cases += [("bwd segmented", force(base, "segmented"))]
     lines = []
     for kind, cfg in cases:
         if kind == "fwd":
-            ms = do_bench(lambda: triton_ss2d._launch_fwd(*args, True, cfg), warmup=10, rep=60, return_mode="median")
+            ms = do_bench(lambda: triton_ss2d.launch_forward(*args, True, cfg), warmup=10, rep=60, return_mode="median")
         else:
-            _, hstart = triton_ss2d._launch_fwd(*args, True, cfg)
-            ms = do_bench(lambda: triton_ss2d._launch_bwd(*args, hstart, dout, cfg), warmup=10, rep=60,
+            _, hstart = triton_ss2d.launch_forward(*args, True, cfg)
+            ms = do_bench(lambda: triton_ss2d.launch_backward(*args, hstart, dout, cfg), warmup=10, rep=60,
                           return_mode="median")
         lines.append(f"  {shape[0]:38s} {kind:15s} {cfg}: {ms:.4f} ms")
     return lines
@@ -185,7 +186,7 @@ def main() -> None:
         name, batch, height, width, dim = shape
         for dtype in (torch.float32, torch.bfloat16):
             x = ss2d_inputs(batch, height, width, dim, dtype)
-            row = {"shape": name, "dtype": str(dtype).split(".")[1], "config": triton_ss2d.CONFIG}
+            row = {"shape": name, "dtype": str(dtype).split(".")[1], "config": asdict(triton_ss2d.CONFIG)}
             for label, backend in paths.items():
                 if backend is None:
                     fn = lambda x: call(triton_ss2d.ss2d_scan_triton, x)  # noqa: E731

@@ -22,6 +22,7 @@ import gc
 import json
 import statistics
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import torch
@@ -205,7 +206,7 @@ def main() -> None:
     parser.add_argument("--mamba-src", default=str(MAMBA_SRC))
     parser.add_argument("--mamba-build", default=str(ROOT / ".mamba/build"))
     parser.add_argument(
-        "--triton-config", default=None, help="the fields of models.scan.triton_ss2d.Config, comma-separated"
+        "--triton-config", default=None, help="models.scan.triton_ss2d.Config fields to change: name=value,..."
     )
     parser.add_argument("--configs", default=",".join(str(i) for i in range(len(CONFIGS))))
     parser.add_argument("--backends", default="triton,mamba,torch")
@@ -226,7 +227,8 @@ def main() -> None:
     args = parser.parse_args()
 
     if args.triton_config:
-        triton_ss2d.CONFIG = triton_ss2d.Config(*(int(v) for v in args.triton_config.split(",")))
+        fields = dict(field.split("=") for field in args.triton_config.split(","))
+        triton_ss2d.CONFIG = replace(triton_ss2d.CONFIG, **{k: int(v) for k, v in fields.items()})
     backends = args.backends.split(",")
     build = mamba_kernel.start_build(args.mamba_src, args.mamba_build) if "mamba" in backends and mamba_kernel else None
     print(f"{torch.cuda.get_device_name()}  torch {torch.__version__}  triton config {triton_ss2d.CONFIG}", flush=True)

@@ -12,14 +12,14 @@ import json
 import pytest
 import torch
 
-
 # (batch, dim, L, N, groups, D, z, delta_bias, softplus, config): L not a multiple of the chunk,
-# groups > 1, every optional input on and off; config = (chunk, fwd block_d, warps, bwd block_d, warps)
+# groups > 1, every optional input on and off; config = triton_scan.Config's fields
+SMALL = dict(chunk=4, fwd_block_d=2, fwd_warps=1, bwd_block_d=2, bwd_warps=1)
 CASES = {
-    "plain": (1, 2, 5, 4, 1, False, False, False, False, (4, 2, 1, 2, 1)),
-    "all_options": (2, 4, 11, 4, 2, True, True, True, True, (4, 2, 1, 2, 1)),
-    "groups_block_d": (1, 6, 9, 3, 3, True, False, True, True, (8, 4, 1, 4, 1)),
-    "z_no_softplus": (2, 2, 7, 2, 1, False, True, False, False, (4, 2, 1, 1, 1)),
+    "plain": (1, 2, 5, 4, 1, False, False, False, False, SMALL),
+    "all_options": (2, 4, 11, 4, 2, True, True, True, True, SMALL),
+    "groups_block_d": (1, 6, 9, 3, 3, True, False, True, True, dict(SMALL, chunk=8, fwd_block_d=4, bwd_block_d=4)),
+    "z_no_softplus": (2, 2, 7, 2, 1, False, True, False, False, dict(SMALL, bwd_block_d=1)),
 }
 NAMES = ("out", "u", "delta", "A", "B", "C", "D", "z", "delta_bias")
 
@@ -71,8 +71,9 @@ def _interpreter_worker() -> None:
     from models.scan.reference import selective_scan_reference
 
     report = {}
-    for case, (batch, dim, L, N, groups, has_d, has_z, has_bias, softplus, config) in CASES.items():
+    for case, (batch, dim, L, N, groups, has_d, has_z, has_bias, softplus, fields) in CASES.items():
         inputs = make_inputs(batch, dim, L, N, groups, has_d, has_z, has_bias)
+        config = triton_scan.Config(**fields)
 
         def fn(u, delta, A, B, C, D, z, delta_bias, delta_softplus, config=config):
             return triton_scan.SelectiveScanTriton.apply(u, delta, A, B, C, D, z, delta_bias, delta_softplus, config)

@@ -12,13 +12,13 @@ import json
 import pytest
 import torch
 
-
 # (batch, H, W, dim, N, strided B/C, Config's block fields): square and non-square grids, H*W not a
 # multiple of the chunks, dim not a multiple of the channel blocks, N not a power of 2
+SMALL = dict(block_d=2, seq_chunk=4, seq_block_d=2, par_chunk=4, par_block_d=2, par_warps=1)
 CASES = {
-    "square": (1, 4, 4, 4, 4, False, (2, 4, 2, 4, 2, 1)),
-    "wide_ragged": (2, 3, 5, 3, 4, True, (2, 4, 2, 4, 2, 1)),
-    "tall_block": (1, 6, 2, 6, 3, True, (4, 8, 4, 4, 4, 1)),
+    "square": (1, 4, 4, 4, 4, False, SMALL),
+    "wide_ragged": (2, 3, 5, 3, 4, True, SMALL),
+    "tall_block": (1, 6, 2, 6, 3, True, dict(SMALL, block_d=4, seq_chunk=8, seq_block_d=4, par_block_d=4)),
 }
 BACKWARDS = ("sequential", "parallel", "segmented")  # triton_ss2d.force_layout's
 NAMES = ("out", "u", "delta", "A", "B", "C", "D", "delta_bias")
@@ -31,7 +31,7 @@ def make_inputs(batch, height, width, dim, N, strided, device="cpu", dtype=torch
     grid = (batch, height, width)
     if strided:
         x_dbl = rand(*grid, 4, 3 + 2 * N).to(device, dtype).requires_grad_()
-        B, C = x_dbl[..., 3:3 + N], x_dbl[..., 3 + N:]
+        B, C = x_dbl[..., 3 : 3 + N], x_dbl[..., 3 + N :]
     else:
         B, C = (rand(*grid, 4, N).to(device, dtype).requires_grad_() for _ in range(2))
     inputs = {
@@ -54,8 +54,10 @@ def relative_errors(fn, inputs, reference) -> dict[str, float]:
         weights = torch.randn(out.shape, generator=torch.Generator().manual_seed(1)).to(out.device)
         grads = torch.autograd.grad((out * weights).sum(), [inputs[k] for k in names])
         results[label] = [out.detach().double()] + [g.double() for g in grads]
-    return {name: ((got - want).norm() / want.norm()).item()
-            for name, got, want in zip(NAMES, results["got"], results["want"])}
+    return {
+        name: ((got - want).norm() / want.norm()).item()
+        for name, got, want in zip(NAMES, results["got"], results["want"])
+    }
 
 
 def _interpreter_worker() -> None:
@@ -64,10 +66,12 @@ def _interpreter_worker() -> None:
     from models.ss2d import ss2d_scan_plain
 
     report = {}
-    for (case, (batch, height, width, dim, N, strided, blocks)), backward in itertools.product(CASES.items(),
-                                                                                              BACKWARDS):
+    for (case, (batch, height, width, dim, N, strided, blocks)), backward in itertools.product(
+        CASES.items(), BACKWARDS
+    ):
         inputs = make_inputs(batch, height, width, dim, N, strided)
-        config = triton_ss2d.force_layout(triton_ss2d.Config(*blocks, 0, 0, 0), backward, batch, dim)
+        unsplit = triton_ss2d.Config(**blocks, seq_min_programs=0, split_programs=0, min_segment=0)
+        config = triton_ss2d.force_layout(unsplit, backward, batch, dim)
         layout = triton_ss2d.plan(batch, height * width, dim, config)
 
         def fn(u, delta, A, B, C, D, delta_bias, config=config):
@@ -76,8 +80,9 @@ def _interpreter_worker() -> None:
         errs = report[f"{case}-{backward}"] = relative_errors(fn, inputs, ss2d_scan_plain)
         errs["layout"] = [layout.sequential, layout.segments]
         with torch.no_grad():  # inference skips storing chunk-start states: the output must not change
-            errs["out_no_grad"] = ((fn(**inputs) - ss2d_scan_plain(**inputs)).norm()
-                                   / ss2d_scan_plain(**inputs).norm()).item()
+            errs["out_no_grad"] = (
+                (fn(**inputs) - ss2d_scan_plain(**inputs)).norm() / ss2d_scan_plain(**inputs).norm()
+            ).item()
     print(json.dumps(report))
 
 
@@ -91,14 +96,17 @@ def test_interpreter_matches_plain_path(interpreter_errors, case, backward):
     assert all(e < 1e-4 for e in errs.values()), errs
 
 
-@pytest.mark.parametrize(("batch", "length", "dim", "expected"), [
-    (16, 1024, 256, (True, 1)),  # Moving-MNIST's first stage: 1024 programs fill the GPU unsplit
-    (4, 4096, 256, (True, 8)),  # KTH at batch 4: 256 programs, split to 2048
-    (1, 8192, 256, (True, 32)),  # 64 programs, split to 2048
-    (1, 1024, 256, (False, 1)),  # segments of 128 steps give 512 programs at most: the chunk-parallel backward
-    (4, 300, 256, (False, 1)),  # 256 programs, split once at most: too few, the chunk-parallel backward runs
-    (1, 64, 32, (False, 1)),
-])
+@pytest.mark.parametrize(
+    ("batch", "length", "dim", "expected"),
+    [
+        (16, 1024, 256, (True, 1)),  # Moving-MNIST's first stage: 1024 programs fill the GPU unsplit
+        (4, 4096, 256, (True, 8)),  # KTH at batch 4: 256 programs, split to 2048
+        (1, 8192, 256, (True, 32)),  # 64 programs, split to 2048
+        (1, 1024, 256, (False, 1)),  # segments of 128 steps give 512 programs at most: the chunk-parallel backward
+        (4, 300, 256, (False, 1)),  # 256 programs, split once at most: too few, the chunk-parallel backward runs
+        (1, 64, 32, (False, 1)),
+    ],
+)
 def test_plan_splits_only_where_programs_are_too_few(batch, length, dim, expected):
     from models.scan import triton_ss2d
 
@@ -136,10 +144,11 @@ def test_kernel_inputs_copy_b_and_c_only_where_vector_loads_cannot_read_them(ran
 
     N = 16
     x_dbl = torch.randn(2, 3, 5, 4, rank + 2 * N)
-    B, C = x_dbl[..., rank:rank + N], x_dbl[..., rank + N:]
+    B, C = x_dbl[..., rank : rank + N], x_dbl[..., rank + N :]
     u, delta = torch.randn(2, 3, 5, 8), torch.randn(2, 3, 5, 4, 8)
-    _, _, _, B2, C2, _, _ = triton_ss2d._kernel_inputs(u, delta, torch.randn(32, N), B, C, torch.ones(32),
-                                                       torch.zeros(32))
+    _, _, _, B2, C2, _, _ = triton_ss2d._kernel_inputs(
+        u, delta, torch.randn(32, N), B, C, torch.ones(32), torch.zeros(32)
+    )
     assert torch.equal(B2, B) and torch.equal(C2, C)
     assert (B2.data_ptr() == B.data_ptr() and C2.data_ptr() == C.data_ptr()) == kept
     assert triton_ss2d._bc_strides(B2) == triton_ss2d._bc_strides(C2)
