@@ -24,29 +24,36 @@ from models.layers import (
 ACTIVATIONS = {"identity": nn.Identity, "sigmoid": nn.Sigmoid}
 
 
-def _pair(size: int | tuple[int, int]) -> tuple[int, int]:
-    return (size, size) if isinstance(size, int) else (int(size[0]), int(size[1]))
-
-
-def _check_common(patch_size: int, output_activation: str) -> None:
-    if patch_size < 2 or patch_size & (patch_size - 1):
-        raise ValueError(f"patch_size must be a power of 2 >= 2, got {patch_size}")
-    if output_activation not in ACTIVATIONS:
-        raise ValueError(f"output_activation must be one of {', '.join(ACTIVATIONS)}, got {output_activation!r}")
-
-
 class _Forecaster(nn.Module):
-    """Shared rollout: teacher forcing over the context, then the model's own outputs fed back.
+    """What both variants share: the patch embedding, the inflation head, and the rollout (teacher forcing over
+    the context, then the model's own outputs fed back).
 
     Set `checkpoint_steps = True` to trade compute for memory in training: while gradients are recorded,
     only each frame's inputs and recurrent state are kept and the frame's internals are recomputed in backward.
     """
 
-    in_channels: int
-    grid_multiple: int  # frames are padded to a multiple of this (patch size x merging factor)
     checkpoint_steps: bool = False
 
+    def __init__(self, in_channels: int, img_size: int | tuple[int, int], patch_size: int, embed_dim: int,
+                 output_activation: str, grid_multiple: int) -> None:  # fmt: skip
+        """The checks and the patch embedding; a subclass then adds its cells and calls `_add_head`."""
+        super().__init__()
+        if patch_size < 2 or patch_size & (patch_size - 1):
+            raise ValueError(f"patch_size must be a power of 2 >= 2, got {patch_size}")
+        if output_activation not in ACTIVATIONS:
+            raise ValueError(f"output_activation must be one of {', '.join(ACTIVATIONS)}, got {output_activation!r}")
+        self.in_channels = in_channels
+        self.img_size = (img_size, img_size) if isinstance(img_size, int) else (int(img_size[0]), int(img_size[1]))
+        self.grid_multiple = grid_multiple  # frames are padded to a multiple of this (patch size x merging factor)
+        self.patch_embed = PatchEmbed(in_channels, embed_dim, patch_size)
+
+    def _add_head(self, embed_dim: int, patch_size: int, output_activation: str) -> None:
+        """The patch inflation back to the frame and the output activation (after the cells, in parameter order)."""
+        self.inflate = PatchInflation(self.in_channels, embed_dim, patch_size)
+        self.activation = ACTIVATIONS[output_activation]()
+
     def step(self, frame: Tensor, state: Any) -> tuple[Tensor, Any]:
+        """One frame (b, C, H, W) in (H, W multiples of grid_multiple), the next frame and the new state out."""
         raise NotImplementedError
 
     def _checkpointed_step(self) -> Callable[[Tensor, Any], tuple[Tensor, Any]]:
@@ -96,20 +103,31 @@ class VMRNN_B(_Forecaster):
         output_activation: str = "identity",
         scan_backend: str = "auto",
     ) -> None:
-        super().__init__()
-        _check_common(patch_size, output_activation)
-        self.in_channels = in_channels
-        self.img_size = _pair(img_size)
-        self.grid_multiple = patch_size
-        self.patch_embed = PatchEmbed(in_channels, embed_dim, patch_size)
+        super().__init__(in_channels, img_size, patch_size, embed_dim, output_activation, grid_multiple=patch_size)
         self.cell = VMRNNCell(embed_dim, depths, d_state, [drop_path] * depths, scan_backend)
-        self.inflate = PatchInflation(in_channels, embed_dim, patch_size)
-        self.activation = ACTIVATIONS[output_activation]()
+        self._add_head(embed_dim, patch_size, output_activation)
 
     def step(self, frame: Tensor, state: State | None) -> tuple[Tensor, State]:
         """One frame (b, C, H, W) in (H, W multiples of the patch), the next frame out."""
         h, state = self.cell(self.patch_embed(frame), state)
         return self.activation(self.inflate(h)), state
+
+
+def _stage_rates(depths: tuple[int, ...], drop_path: float) -> list[list[float]]:
+    """Each stage's blocks' DropPath rates: 0 to drop_path, linearly over all the stages' blocks in order."""
+    rates = torch.linspace(0, drop_path, sum(depths)).tolist()
+    return [rates[sum(depths[:i]) : sum(depths[: i + 1])] for i in range(len(depths))]
+
+
+def _run_stages(x: Tensor, cells: nn.ModuleList, resamples: nn.ModuleList, states: list[State | None]
+                ) -> tuple[Tensor, list[State]]:  # fmt: skip
+    """x through each stage's cell and then its merge or expansion; returns x and the cells' new states."""
+    new_states = []
+    for cell, resample, cell_state in zip(cells, resamples, states):
+        x, cell_state = cell(x, cell_state)
+        x = resample(x)
+        new_states.append(cell_state)
+    return x, new_states
 
 
 class VMRNN_D(_Forecaster):
@@ -133,54 +151,38 @@ class VMRNN_D(_Forecaster):
         output_activation: str = "identity",
         scan_backend: str = "auto",
     ) -> None:
-        super().__init__()
-        _check_common(patch_size, output_activation)
         depths = tuple(depths)
         depths_up = depths if depths_up is None else tuple(depths_up)
         if len(depths_up) != len(depths):
             raise ValueError(f"depths_up {depths_up} must have as many stages as depths {depths}")
         stages = len(depths)
-        self.in_channels = in_channels
-        self.img_size = _pair(img_size)
-        self.grid_multiple = patch_size * 2**stages
-        self.patch_embed = PatchEmbed(in_channels, embed_dim, patch_size)
+        multiple = patch_size * 2**stages
+        super().__init__(in_channels, img_size, patch_size, embed_dim, output_activation, grid_multiple=multiple)
         # The official up path builds a second patch embedding it never calls; it is kept, frozen, so that
         # parameter counts equal the paper's.
         self.unused_patch_embed = PatchEmbed(in_channels, embed_dim, patch_size).requires_grad_(False)
-        down_rates = torch.linspace(0, drop_path, sum(depths)).tolist()
-        up_rates = torch.linspace(0, drop_path, sum(depths_up)).tolist()
+        down_rates, up_rates = _stage_rates(depths, drop_path), _stage_rates(depths_up, drop_path)
         self.down_cells = nn.ModuleList()
         self.merges = nn.ModuleList()
         for i, depth in enumerate(depths):
             dim = embed_dim * 2**i
-            rates = down_rates[sum(depths[:i]) : sum(depths[: i + 1])]
-            self.down_cells.append(VMRNNCell(dim, depth, d_state, rates, scan_backend))
+            self.down_cells.append(VMRNNCell(dim, depth, d_state, down_rates[i], scan_backend))
             self.merges.append(PatchMerging(dim))
         self.up_cells = nn.ModuleList()
         self.expands = nn.ModuleList()
         for i in reversed(range(stages)):
             dim = embed_dim * 2 ** (i + 1)
-            rates = up_rates[sum(depths_up[:i]) : sum(depths_up[: i + 1])]
-            self.up_cells.append(VMRNNCell(dim, depths_up[i], d_state, rates, scan_backend))
+            self.up_cells.append(VMRNNCell(dim, depths_up[i], d_state, up_rates[i], scan_backend))
             self.expands.append(PatchExpanding(dim))
-        self.inflate = PatchInflation(in_channels, embed_dim, patch_size)
-        self.activation = ACTIVATIONS[output_activation]()
+        self._add_head(embed_dim, patch_size, output_activation)
 
     def step(
         self, frame: Tensor, state: tuple[list[State | None], list[State | None]] | None
     ) -> tuple[Tensor, tuple[list[State], list[State]]]:
         """One frame (b, C, H, W) in (H, W multiples of grid_multiple), the next frame out."""
         down_states, up_states = state or ([None] * len(self.down_cells), [None] * len(self.up_cells))
-        x = self.patch_embed(frame)
-        new_down, new_up = [], []
-        for cell, merge, cell_state in zip(self.down_cells, self.merges, down_states):
-            x, cell_state = cell(x, cell_state)
-            x = merge(x)
-            new_down.append(cell_state)
-        for cell, expand, cell_state in zip(self.up_cells, self.expands, up_states):
-            x, cell_state = cell(x, cell_state)
-            x = expand(x)
-            new_up.append(cell_state)
+        x, new_down = _run_stages(self.patch_embed(frame), self.down_cells, self.merges, down_states)
+        x, new_up = _run_stages(x, self.up_cells, self.expands, up_states)
         return self.activation(self.inflate(x)), (new_down, new_up)
 
 
