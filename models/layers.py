@@ -24,6 +24,7 @@ class DropPath(nn.Module):
         self.p = p
 
     def forward(self, x: Tensor) -> Tensor:
+        """x, or x with whole samples zeroed (the rest scaled by 1 / (1 - p)) while training."""
         if not self.training or self.p == 0.0:
             return x
         keep = x.new_empty((x.shape[0],) + (1,) * (x.dim() - 1)).bernoulli_(1.0 - self.p)
@@ -39,6 +40,7 @@ class PatchEmbed(nn.Module):
         self.norm = nn.LayerNorm(embed_dim)
 
     def forward(self, x: Tensor) -> Tensor:
+        """(b, C, H, W) frame -> (b, H/p, W/p, E) tokens."""
         return self.norm(self.proj(x).permute(0, 2, 3, 1))
 
 
@@ -51,6 +53,7 @@ class PatchMerging(nn.Module):
         self.reduction = nn.Linear(4 * dim, 2 * dim, bias=False)
 
     def forward(self, x: Tensor) -> Tensor:
+        """(b, H, W, C) -> (b, H/2, W/2, 2C)."""
         x = torch.cat((x[:, 0::2, 0::2], x[:, 1::2, 0::2], x[:, 0::2, 1::2], x[:, 1::2, 1::2]), dim=-1)
         return self.reduction(self.norm(x))
 
@@ -64,6 +67,7 @@ class PatchExpanding(nn.Module):
         self.norm = nn.LayerNorm(dim // 2)
 
     def forward(self, x: Tensor) -> Tensor:
+        """(b, H, W, C) -> (b, 2H, 2W, C/2)."""
         b, h, w, c = x.shape
         x = self.expand(x).view(b, h, w, 2, 2, c // 2).permute(0, 1, 3, 2, 4, 5).reshape(b, 2 * h, 2 * w, c // 2)
         return self.norm(x)
@@ -86,6 +90,7 @@ class PatchInflation(nn.Module):
         self.out = nn.ConvTranspose2d(embed_dim, in_channels, **upsample)
 
     def forward(self, x: Tensor) -> Tensor:
+        """(b, H/p, W/p, E) tokens -> (b, C, H, W) frame."""
         return self.out(self.hidden(x.permute(0, 3, 1, 2)))
 
 
@@ -105,6 +110,7 @@ class VSB(nn.Module):
         self.drop_path = DropPath(drop_path)
 
     def forward(self, x: Tensor, hidden: Tensor | None = None) -> Tensor:
+        """x (b, H, W, C) plus the SS2D branch; `hidden` (the cell's h) is mixed in by the first block only."""
         mixed = self.norm(x)
         if hidden is not None:
             mixed = self.linear(torch.cat((mixed, self.norm(hidden)), dim=-1))

@@ -34,7 +34,7 @@ def dt_projection(dts: Tensor, weight: Tensor) -> Tensor:
 
     Without gradients, one matmul against the block-diagonal (4r, 4d) matrix: the result is (b, H, W, 4, d)
     contiguous, the layout the fused scan reads (the einsum returns it direction-major, and the scan copies it).
-    With gradients, the einsum: its backward is the cheaper one (benchmarks/RESULTS.md, run 20).
+    With gradients, the einsum: the block-diagonal form made a TaxiBJ train step on an H100 2% slower.
     """
     if torch.is_grad_enabled():
         return torch.einsum("bhwkr,kdr->bhwkd", dts, weight)
@@ -42,8 +42,9 @@ def dt_projection(dts: Tensor, weight: Tensor) -> Tensor:
     return (dts.reshape(*grid, -1) @ torch.block_diag(*weight.transpose(1, 2))).view(*grid, *weight.shape[:2])
 
 
-def ss2d_scan_plain(u: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Tensor, D: Tensor, delta_bias: Tensor,
-                    backend: str = "reference") -> Tensor:
+def ss2d_scan_plain(
+    u: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Tensor, D: Tensor, delta_bias: Tensor, backend: str = "reference"
+) -> Tensor:
     """SS2D's four directional scans by copying the grid into scan order, any scan backend, and merging back.
 
     u (b, H, W, d) is scanned in all four directions; delta (b, H, W, 4, d), B and C (b, H, W, 4, N) hold
@@ -65,8 +66,9 @@ def ss2d_scan_plain(u: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Tensor, D
     return cross_merge(y.view(b, DIRECTIONS, d, -1), height, width)
 
 
-def ss2d_scan(u: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Tensor, D: Tensor, delta_bias: Tensor,
-              backend: str = "auto") -> Tensor:
+def ss2d_scan(
+    u: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Tensor, D: Tensor, delta_bias: Tensor, backend: str = "auto"
+) -> Tensor:
     """`ss2d_scan_plain`'s result; the "triton" backend computes it with fused kernels that copy nothing."""
     if resolve_backend(backend, u.device) == "triton":
         from models.scan.triton_ss2d import ss2d_scan_triton
@@ -80,8 +82,18 @@ def norm_gate(y: Tensor, z: Tensor, norm: nn.LayerNorm) -> Tensor:
     return norm(y).to(z.dtype) * F.silu(z)
 
 
-def scan_norm_gate(u: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Tensor, D: Tensor, delta_bias: Tensor,
-                   z: Tensor, norm: nn.LayerNorm, backend: str = "auto") -> Tensor:
+def scan_norm_gate(
+    u: Tensor,
+    delta: Tensor,
+    A: Tensor,
+    B: Tensor,
+    C: Tensor,
+    D: Tensor,
+    delta_bias: Tensor,
+    z: Tensor,
+    norm: nn.LayerNorm,
+    backend: str = "auto",
+) -> Tensor:
     """`norm_gate(ss2d_scan(...), z, norm)`; in inference the "triton" backend fuses the directions' sum into the
     gate's kernel (models/triton_norm_gate.py) instead of summing, normalising, casting and gating one by one."""
     if not torch.is_grad_enabled() and resolve_backend(backend, u.device) == "triton":
@@ -136,6 +148,16 @@ class SS2D(nn.Module):
         x_dbl = torch.einsum("bhwd,kcd->bhwkc", x, self.x_proj_weight)  # each direction's dt, B, C per token
         dts, Bs, Cs = torch.split(x_dbl, [self.dt_rank, self.d_state, self.d_state], dim=-1)
         dts = dt_projection(dts, self.dt_projs_weight)
-        y = scan_norm_gate(x, dts, -torch.exp(self.A_logs.float()), Bs, Cs, self.Ds, self.dt_projs_bias.view(-1), z,
-                           self.out_norm, backend=self.scan_backend)
+        y = scan_norm_gate(
+            x,
+            dts,
+            -torch.exp(self.A_logs.float()),
+            Bs,
+            Cs,
+            self.Ds,
+            self.dt_projs_bias.view(-1),
+            z,
+            self.out_norm,
+            backend=self.scan_backend,
+        )
         return self.out_proj(y)

@@ -21,7 +21,8 @@ def interpreter_errors(request: pytest.FixtureRequest) -> dict:
     imported them compiled, so the interpreter cases run in one subprocess per module.
     """
     env = dict(os.environ, TRITON_INTERPRET="1", PYTHONPATH=str(ROOT))
-    proc = subprocess.run([sys.executable, request.module.__file__], env=env, capture_output=True, text=True,
-                          timeout=600)
+    proc = subprocess.run(
+        [sys.executable, request.module.__file__], env=env, capture_output=True, text=True, timeout=600
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     return json.loads(proc.stdout.strip().splitlines()[-1])

@@ -14,8 +14,9 @@ TINY = {
 }
 
 
-def forward_backward(arch: str, checkpoint_steps: bool, drop_path: float = 0.0
-                     ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+def forward_backward(
+    arch: str, checkpoint_steps: bool, drop_path: float = 0.0
+) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """Output and parameter gradients of one training step of a tiny model (same weights and data every call)."""
     torch.manual_seed(0)
     model = build_model(arch, in_channels=2, img_size=(20, 24), drop_path=drop_path, **TINY[arch])
