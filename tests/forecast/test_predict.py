@@ -218,3 +218,111 @@ def test_bad_inputs(cli, tiny_run, tmp_path, problem: str, match: str) -> None:
         return
     assert match in err
     one_line_error(code, out, err, culprit, output, exit_code=2 if problem in ("horizon", "overlap") else 1)
+
+
+# ---- a model applied elsewhere, and the time axis ---------------------------------------------------------------
+
+
+def _skill(model_run, tifs, context: int, horizon: int, tmp_path: Path, cli) -> float:
+    """1 - MSE(forecast) / MSE(persistence) on the frames after the context (the series' own truth)."""
+    out = tmp_path / f"f{len(list(tmp_path.iterdir()))}"
+    code, _, err = cli(
+        [
+            "predict",
+            "-m",
+            model_run,
+            "--horizon",
+            horizon,
+            *tifs[-context - horizon : -horizon],
+            "-o",
+            out,
+            "--device",
+            "cpu",
+        ]
+    )
+    assert code == 0, err
+    forecast = read_rasters([str(out / "*.tif")]).values
+    series = read_rasters([str(p) for p in tifs]).values
+    truth, last = series[-horizon:], series[-horizon - 1]
+    observed = np.isfinite(series[-context - horizon : -horizon]).any(axis=0)
+    assert np.isfinite(forecast[:, observed]).all()
+    valid = np.isfinite(truth) & np.isfinite(forecast) & np.isfinite(last)[None]
+    return 1 - np.mean((forecast - truth)[valid] ** 2) / np.mean((last[None] - truth)[valid] ** 2)
+
+
+def test_a_model_forecasts_another_utm_zone_and_a_larger_extent(cli, tiny_run, tmp_path) -> None:
+    """The checkpoint's grid is metadata: a neighbouring tile in the next UTM zone, larger than the training one,
+    is forecast on its own grid, with the skill the model has on its training tile."""
+    other = synthetic.make_geotiff_series(
+        tmp_path / "zone34", n_frames=30, height=40, width=44, crs="EPSG:32634", origin=(300000.0, 5100000.0), seed=7
+    )
+    out = tmp_path / "f.nc"
+    code, _, err = cli(["predict", "-m", tiny_run.run, "--horizon", "2", *other, "-o", out])
+    assert code == 0, err
+    ds = xr.open_dataset(out, decode_coords="all")
+    assert ds.rio.crs.to_epsg() == 32634 and ds.sizes["y"] == 40 and ds.sizes["x"] == 44
+    with rasterio.open(other[0]) as src:
+        assert tuple(ds.rio.transform())[:6] == tuple(src.transform)[:6]
+    here, there = tmp_path / "here", tmp_path / "there"
+    here.mkdir(), there.mkdir()
+    trained = _skill(tiny_run.run, tiny_run.tifs, 3, 2, here, cli)
+    elsewhere = _skill(tiny_run.run, other, 3, 2, there, cli)
+    assert abs(trained - elsewhere) < 0.5, (trained, elsewhere)
+
+
+def test_a_pixel_size_far_from_the_training_one_needs_the_flag(cli, tiny_run, tmp_path) -> None:
+    coarse = synthetic.make_geotiff_series(tmp_path / "coarse", n_frames=4, height=20, width=24, resolution=60.0)
+    args = ["predict", "-m", tiny_run.run, "--horizon", "1", *coarse, "-o", tmp_path / "f"]
+    code, out, err = cli(args)
+    assert code == 1 and out == ""
+    assert err.strip().endswith(
+        "pixel size 60 m differs from the training cube's 30 m by more than 25%; pass "
+        "--allow-resolution-change to forecast it anyway"
+    )
+    code, out, err = cli([*args, "--allow-resolution-change"])
+    assert code == 0 and len(out.split()) == 1, err
+
+
+def test_missing_dates_become_nodata_frames_and_the_context_must_follow_the_step(cli, tiny_run, tmp_path) -> None:
+    """Two dates gone from a 16-daily series: prepare puts nodata frames there; predict refuses a context with the
+    gap unless --freq fills it, and dates the forecast by the model's step."""
+    gappy = [p for i, p in enumerate(tiny_run.tifs) if i not in (10, 27)]
+    cube = tmp_path / "cube.zarr"
+    code, _, err = cli(
+        [
+            "prepare",
+            *gappy,
+            "-o",
+            cube,
+            "--input-frames",
+            "3",
+            "--output-frames",
+            "2",
+            "--window",
+            "16",
+            "--stride",
+            "8",
+            "--split",
+            "1,0,0",
+        ]
+    )
+    assert code == 0, err
+    assert "every 16D (2 missing, filled as nodata)" in err
+    ds = xr.open_zarr(cube)
+    times = pd.DatetimeIndex(ds["time"].values)
+    assert len(times) == 30 and (np.diff(times) == pd.Timedelta(days=16)).all()
+    for index in (10, 27):
+        assert times[index] == last_time(tiny_run.tifs[index : index + 1])
+        assert np.isnan(ds["data"].isel(time=index).values).all()
+    valid = np.isfinite(ds["data"].values)  # windows keep the valid-fraction rule, the nodata frames counted
+    assert len(ds["windows_train"]) > 0
+    for t0, y0, x0 in ds["windows_train"].values:
+        assert valid[t0 : t0 + 5, :, y0 : y0 + 16, x0 : x0 + 16].mean() >= 0.5
+    code, out, err = cli(["predict", "-m", tiny_run.run, "--horizon", "2", *gappy[-3:], "-o", tmp_path / "f"])
+    assert code == 1 and out == "" and "are not one step of 16D apart" in err and "--freq" in err
+    code, out, err = cli(
+        ["predict", "-m", tiny_run.run, "--horizon", "2", *gappy[-3:], "-o", tmp_path / "f", "--freq", "16D"]
+    )
+    assert code == 0, err
+    after = last_time(tiny_run.tifs)
+    assert out.split() == [str(tmp_path / "f" / f"{after + pd.Timedelta(days=16 * k):%Y-%m-%d}.tif") for k in (1, 2)]

@@ -65,7 +65,9 @@ def command(
     summary = run_prepare(inputs, output, options)
     n_time, n_band, height, width = summary.shape
     counts = ", ".join(f"{part} {summary.windows[part]} (frames {a}-{b})" for part, (a, b) in summary.split.items())
+    step = f", every {summary.freq} ({summary.missing} missing, filled as nodata)" if summary.freq else ""
     typer.echo(
-        f"vmrnn prepare: {n_time} frames x {n_band} band(s) x {height} x {width} px; windows: {counts}", err=True
+        f"vmrnn prepare: {n_time} frames x {n_band} band(s) x {height} x {width} px{step}; windows: {counts}",
+        err=True,
     )
     typer.echo(str(summary.output))

@@ -13,7 +13,7 @@ import rioxarray  # noqa: F401 - registers the .rio accessor
 import xarray as xr
 
 from vmrnn_cli.data.grid import Grid
-from vmrnn_cli.data.timeaxis import time_step_seconds
+from vmrnn_cli.data.timeaxis import infer_step, time_step_seconds
 from vmrnn_cli.errors import VmrnnError
 from vmrnn_cli.options import PARTS
 
@@ -25,7 +25,8 @@ _DEFAULT_BAND_NAME = re.compile(r"band\d+")  # what the readers call a band with
 @dataclass(frozen=True)
 class CubeSpec:
     """What a model trained on a cube keeps of it: the grid, band names, nodata, time step and calendar, the
-    frames in and out, and the side of the training window in pixels."""
+    frames in and out, the side of the training window in pixels, and the series' step as a pandas offset alias
+    (None in checkpoints from before steps were kept: then `time_step_seconds` stands in)."""
 
     grid: Grid
     band_names: list[str]
@@ -35,6 +36,7 @@ class CubeSpec:
     input_frames: int
     output_frames: int
     window: int
+    freq: str | None = None
 
     def to_json(self) -> dict[str, Any]:
         """Plain JSON-able values, stored in checkpoints (the window under its first name, "patch_size")."""
@@ -47,6 +49,7 @@ class CubeSpec:
             "input_frames": self.input_frames,
             "output_frames": self.output_frames,
             "patch_size": self.window,
+            "freq": self.freq,
         }
 
     def mismatch(self, grid: Grid, band_names: list[str], allow_resolution_change: bool = False) -> str | None:
@@ -87,6 +90,7 @@ class CubeSpec:
             int(values["input_frames"]),
             int(values["output_frames"]),
             int(values["patch_size"]),
+            values.get("freq"),
         )
 
 
@@ -105,6 +109,7 @@ class Cube:
     split: dict[str, tuple[int, int]]
     nodata: float | None
     band_names: list[str]
+    freq: str | None
     _windows: dict[str, np.ndarray]
 
     @property
@@ -130,6 +135,7 @@ class Cube:
             self.input_frames,
             self.output_frames,
             self.window,
+            self.freq,
         )
 
 
@@ -157,5 +163,6 @@ def open_cube(path: str | Path) -> Cube:
         split={part: (int(a), int(b)) for part, (a, b) in attrs["split"].items()},
         nodata=attrs.get("source_nodata"),
         band_names=list(attrs["band_names"]),
+        freq=attrs.get("time_step") or infer_step(ds["time"].values),  # cubes from before the step was kept
         _windows={part: ds[f"windows_{part}"].values.astype(np.int64).reshape(-1, 3) for part in PARTS},
     )

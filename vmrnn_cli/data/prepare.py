@@ -17,6 +17,7 @@ import xarray as xr
 import zarr
 
 from vmrnn_cli.data.cube import CUBE_VERSION
+from vmrnn_cli.data.timeaxis import on_regular_axis
 from vmrnn_cli.data.windows import MIN_VALID_FRACTION, box_sums, split_ranges, window_index
 from vmrnn_cli.errors import VmrnnError
 from vmrnn_cli.io.atomic import atomic_path
@@ -39,6 +40,8 @@ class PrepareSummary:
     shape: tuple[int, int, int, int]
     split: dict[str, tuple[int, int]]
     windows: dict[str, int]
+    freq: str | None
+    missing: int
 
 
 def prepare(inputs: list[str], output: Path, options: PrepareOptions | None = None) -> PrepareSummary:
@@ -53,7 +56,7 @@ def prepare(inputs: list[str], output: Path, options: PrepareOptions | None = No
 def _prepare(inputs: list[str], output: Path, options: PrepareOptions) -> PrepareSummary:
     side, stride = options.window, options.step
     source = describe_inputs(inputs)
-    da = read_rasters(inputs, options.read)
+    da, freq, missing = on_regular_axis(read_rasters(inputs, options.read), options.read.freq, source)
     n_time, n_band, height, width = (da.sizes[d] for d in ("time", "band", "y", "x"))
     frames = options.input_frames + options.output_frames
     if n_time < frames:
@@ -74,8 +77,9 @@ def _prepare(inputs: list[str], output: Path, options: PrepareOptions) -> Prepar
         empty = [i + 1 for i, n in enumerate(stats[0]) if n == 0]
         if empty:
             raise VmrnnError(f"{source}: band {empty[0]} has no valid pixel in the train part; drop it with `bands`")
-        _write_index(tmp, stats, windows, ranges, da, options)
-    return PrepareSummary(output, (n_time, n_band, height, width), ranges, {p: len(w) for p, w in windows.items()})
+        _write_index(tmp, stats, windows, ranges, da, options, freq)
+    counts = {p: len(w) for p, w in windows.items()}
+    return PrepareSummary(output, (n_time, n_band, height, width), ranges, counts, freq, missing)
 
 
 def _write_template(data: xr.DataArray, path: Path, zarr_format: int, chunks: tuple[int, ...]) -> None:
@@ -160,6 +164,7 @@ def _write_index(
     ranges: dict[str, tuple[int, int]],
     da: xr.DataArray,
     options: PrepareOptions,
+    freq: str | None,
 ) -> None:
     """Add statistics and window index variables and the cube attributes, then consolidate metadata."""
     count, mean, m2 = stats
@@ -182,6 +187,7 @@ def _write_index(
         output_frames=options.output_frames,
         patch_size=options.window,  # the window side, under its first name (cubes stay readable by older vmrnn)
         stride=options.step,
+        time_step=freq,
         min_valid_fraction=MIN_VALID_FRACTION,
         split={part: list(r) for part, r in ranges.items()},
         band_names=list(da.attrs.get("band_names", [])),

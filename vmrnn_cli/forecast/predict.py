@@ -11,7 +11,7 @@ import torch
 import xarray as xr
 
 from vmrnn_cli.data.grid import Grid
-from vmrnn_cli.data.timeaxis import iso_time, valid_times
+from vmrnn_cli.data.timeaxis import check_steps, iso_time, on_regular_axis, valid_times
 from vmrnn_cli.errors import OptionError, VmrnnError
 from vmrnn_cli.forecast.rollout import auto_batch_size, rollout_on_device
 from vmrnn_cli.forecast.tiling import fits_on, forecast_tiled, tile_starts
@@ -74,6 +74,9 @@ def _predict(checkpoint: Path, inputs: list[str], output: Path, fmt: str, option
         raise OptionError("overlap", f"must be between 0 and {tile - 1} (the tile is {tile} pixels), got {overlap}")
     source = describe_inputs(inputs)
     da = read_rasters(inputs, options.read)
+    step = options.read.freq or spec.freq
+    if options.read.freq:
+        da, _, _ = on_regular_axis(da, options.read.freq, source)
     grid = Grid.of(da)
     mismatch = spec.mismatch(grid, list(da.attrs["band_names"]), options.allow_resolution_change)
     if mismatch:
@@ -83,6 +86,8 @@ def _predict(checkpoint: Path, inputs: list[str], output: Path, fmt: str, option
             f"{source}: {da.sizes['time']} frame(s), fewer than the {context} context frames "
             "needed (give more frames or a smaller `context`)"
         )
+    if step is not None:
+        check_steps(da["time"].values[-context:], step, source)
     bands, (height, width) = da.sizes["band"], grid.shape
     check_sizes(output, options.horizon, context, bands, height, width, options.batch_size, tile)
     frames = np.asarray(da.isel(time=slice(-context, None)).values, dtype=np.float32)
@@ -98,7 +103,7 @@ def _predict(checkpoint: Path, inputs: list[str], output: Path, fmt: str, option
             f"{ckpt.path}: the forecast is not finite at {unfinished} value(s) where the context has "
             "data; nothing was written"
         )
-    times = valid_times(da["time"].values, options.horizon, spec.time_step_seconds)
+    times = valid_times(da["time"].values, options.horizon, spec.time_step_seconds, step)
     result = xr.DataArray(
         forecast,
         dims=("time", "band", "y", "x"),
