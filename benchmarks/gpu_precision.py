@@ -37,9 +37,11 @@ sys.path[:0] = [str(HERE.parent), str(HERE)]
 from gpu_train import CONFIGS, release_memory  # noqa: E402
 from models import build_model  # noqa: E402
 from models.scan import BACKENDS, resolve_backend  # noqa: E402
-from vmrnn_cli.config import DEVICES, read_toml  # noqa: E402
-from vmrnn_cli.loss import masked_mse  # noqa: E402
-from vmrnn_cli.train import WEIGHT_DECAY, graphed_forward, learning_rate, pick_device  # noqa: E402
+from vmrnn_cli.options import DEVICES, read_toml  # noqa: E402
+from vmrnn_cli.runtime import pick_device  # noqa: E402
+from vmrnn_cli.training.loss import masked_mse  # noqa: E402
+from vmrnn_cli.training.recipe import WEIGHT_DECAY, learning_rate  # noqa: E402
+from vmrnn_cli.training.step_modes import graphed_forward  # noqa: E402
 
 CONFIG = CONFIGS[1]  # TaxiBJ VMRNN-B b16
 PRESET = HERE.parent / "examples/configs/taxibj_vmrnn_b.toml"

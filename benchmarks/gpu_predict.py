@@ -31,13 +31,15 @@ from rasterio.crs import CRS
 from rasterio.transform import from_origin
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from vmrnn_cli.checkpoint import Checkpoint, build_network, load_checkpoint, save_checkpoint  # noqa: E402
-from vmrnn_cli.config import TrainConfig  # noqa: E402
-from vmrnn_cli import predict as predict_module  # noqa: E402
+from vmrnn_cli.data.cube import CubeSpec  # noqa: E402
+from vmrnn_cli.forecast import predict as predict_module  # noqa: E402
+from vmrnn_cli.forecast.predict import _forecast, predict, scene_on  # noqa: E402
+from vmrnn_cli.forecast.rollout import rollout_on_device  # noqa: E402
+from vmrnn_cli.forecast.tiling import tile_starts  # noqa: E402
 from vmrnn_cli.io.readers import read_rasters  # noqa: E402
 from vmrnn_cli.io.writers import Writer, get_writer  # noqa: E402
-from vmrnn_cli.predict import _forecast, predict, rollout_on_device, scene_on  # noqa: E402
-from vmrnn_cli.tiling import tile_starts  # noqa: E402
+from vmrnn_cli.options import PredictOptions, TrainConfig  # noqa: E402
+from vmrnn_cli.training.checkpoint import Checkpoint, build_network, load_checkpoint, save_checkpoint  # noqa: E402
 
 FRAMES, HORIZON, WINDOW, RES = 10, 10, 64, 10.0
 CRS_NAME, NODATA = "EPSG:32633", -9999.0
@@ -46,7 +48,7 @@ WRITE_SECONDS: list[float] = []  # one entry per writer call of `predict`, fille
 
 def make_checkpoint(path: Path, size: int) -> Checkpoint:
     """A checkpoint of the default train config's model (random weights) for a size x size 10 m grid."""
-    config = TrainConfig().validate("defaults")
+    config = TrainConfig().validate()
     torch.manual_seed(0)
     geo = {
         "crs_wkt": CRS.from_string(CRS_NAME).to_wkt(),
@@ -62,7 +64,7 @@ def make_checkpoint(path: Path, size: int) -> Checkpoint:
     }
     net = build_network(config.model_config(), 1, WINDOW)
     ckpt = Checkpoint(net.state_dict(), {"train": asdict(config), "model": config.model_config()},
-                      np.array([0.4]), np.array([0.2]), geo)
+                      np.array([0.4]), np.array([0.2]), CubeSpec.from_json(geo))
     save_checkpoint(ckpt, path)
     return ckpt
 
@@ -199,7 +201,7 @@ def main() -> None:
         del frames
         torch.cuda.synchronize()
         start = time.perf_counter()
-        summary = predict(ckpt_path, paths, run / "forecast", HORIZON, device="cuda")  # default batch, as users run it
+        summary = predict(ckpt_path, paths, run / "forecast", PredictOptions(horizon=HORIZON, device="cuda"))  # default batch, as users run it
         total = time.perf_counter() - start
         assert len(summary.paths) == HORIZON
         print(

@@ -31,7 +31,7 @@ import torch.nn.functional as F
 from mamba_local import MAMBA_SRC, ROOT, mamba_kernel  # also puts the repository root on sys.path
 from models import build_model
 from models.scan import triton_ss2d
-from vmrnn_cli.train import compiled_forward, graphed_forward
+from vmrnn_cli.training.step_modes import compiled_forward, graphed_forward
 
 # name, arch, model kwargs, T_in, horizon, batch: the paper's configs
 CONFIGS = [
