@@ -5,10 +5,13 @@ Running out of space (a full disk, a quota, a file size limit) becomes one line 
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import errno
 import os
 import resource
 import shutil
+import sys
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -88,4 +91,23 @@ def atomic_path(target: Path, overwrite: bool, manifest: bool = False) -> Iterat
             raise VmrnnError(f"{reason} writing {target}") from None
         raise
     finally:
+        if tmp.exists():
+            _wait_for_zarr()
         _remove(tmp)
+
+
+def _wait_for_zarr(timeout: float = 30.0) -> None:
+    """Let zarr finish what it still writes on its own event loop thread: a zarr call cut short by Ctrl-C returns
+    at once while its write goes on there, and would recreate a store as it is being removed."""
+    sync = sys.modules.get("zarr.core.sync")
+    loop = getattr(sync, "loop", [None])[0] if sync is not None else None
+    if loop is None or not loop.is_running():
+        return
+
+    async def the_others() -> None:
+        others = [task for task in asyncio.all_tasks() if task is not asyncio.current_task()]
+        if others:
+            await asyncio.wait(others, timeout=timeout)
+
+    with contextlib.suppress(Exception):
+        asyncio.run_coroutine_threadsafe(the_others(), loop).result(timeout + 1)

@@ -9,6 +9,8 @@ from __future__ import annotations
 import fcntl
 import os
 import shutil
+import signal
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -42,25 +44,43 @@ def locked(target: Path) -> Iterator[None]:
     """
     path = lock_path(target)
     created = [p for p in reversed(path.absolute().parents) if not p.exists()]
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    masked = _hold_signals()  # a Ctrl-C between creating the lock file and holding it would leave the file behind
+    fd, held = -1, False
     try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        if not path.exists() or os.stat(path).st_ino != os.fstat(fd).st_ino:
-            raise BlockingIOError
-    except BlockingIOError:
-        os.close(fd)
-        _remove_empty(created)
-        raise VmrnnError(f"{target}: another vmrnn process is writing it (lock {path}); wait for it to end") from None
-    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            held = path.exists() and os.stat(path).st_ino == os.fstat(fd).st_ino
+        except BlockingIOError:
+            pass
+        if not held:
+            raise VmrnnError(f"{target}: another vmrnn process is writing it (lock {path}); wait for it to end")
+        _release_signals(masked)  # a signal held back arrives here, inside the try
         for stale in leftovers(target):
             shutil.rmtree(stale, ignore_errors=True) if stale.is_dir() else stale.unlink(missing_ok=True)
         yield
     finally:
-        path.unlink(missing_ok=True)
-        os.close(fd)
+        if held:
+            path.unlink(missing_ok=True)
+        if fd >= 0:
+            os.close(fd)
         if not Path(target).exists():
             _remove_empty(created)
+        _release_signals(masked)  # last: a signal held back until now must not cut this clean-up short
+
+
+def _hold_signals() -> set | None:
+    """Hold SIGINT and SIGTERM back (where the OS allows it, in the main thread); the mask to restore."""
+    if threading.current_thread() is not threading.main_thread() or not hasattr(signal, "pthread_sigmask"):
+        return None
+    return signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM})
+
+
+def _release_signals(masked: set | None) -> None:
+    """Let held signals through again (the first call does it; later ones change nothing)."""
+    if masked is not None:
+        signal.pthread_sigmask(signal.SIG_SETMASK, masked)
 
 
 def _remove_empty(directories: list[Path]) -> None:
