@@ -20,7 +20,7 @@ from vmrnn_cli.io.lock import locked
 from vmrnn_cli.io.outputs import check_output, write_manifest
 from vmrnn_cli.options import EvaluateOptions, PredictOptions, PrepareOptions
 from vmrnn_cli.training.loop import train
-from vmrnn_cli.verify.evaluate import evaluate, panel_path
+from vmrnn_cli.verify.evaluate import evaluate
 
 # 3-hourly land-surface temperature-like frames: a diurnal cycle (8 frames a day) that persistence
 # cannot follow, moving weather blobs, cloud holes; N_FRAMES frames of HEIGHT x WIDTH pixels of 30 m.
@@ -108,14 +108,15 @@ def _run(out_dir: Path, device: str) -> list[Path]:
     forecast = predict(
         run, tifs[-INPUT_FRAMES:], out_dir / "forecast", PredictOptions(horizon=HORIZON, device=device, overwrite=True)
     )
-    _step("vmrnn evaluate on the test windows", started)
-    scores = out_dir / "scores.png"
+    _step(f"vmrnn evaluate --horizon {HORIZON} on the test windows", started)
+    scores, panel = out_dir / "scores.png", out_dir / "forecast.png"
     evaluate(
         run,
         cube,
-        EvaluateOptions(part="test", device=device, overwrite=True),
+        EvaluateOptions(part="test", horizon=HORIZON, device=device, overwrite=True),
         json_path=out_dir / "evaluation.json",
         plot_path=scores,
+        panel=panel,
     )
     _step("done", started)
-    return [out_dir / "evaluation.json", scores, panel_path(scores), *forecast.paths]
+    return [out_dir / "evaluation.json", scores, panel, *forecast.paths]

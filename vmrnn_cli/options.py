@@ -155,10 +155,12 @@ class PredictOptions:
 
 @dataclass(frozen=True)
 class EvaluateOptions:
-    """`vmrnn evaluate`: which part of the cube to score, the device, windows per forward pass (None: picked
-    from memory), and whether a pixel size far from the training one is accepted."""
+    """`vmrnn evaluate`: which part of the cube to score, the lead times (None: the cube's output frames), the
+    device, windows per forward pass (None: picked from memory), and whether a pixel size far from the training one
+    is accepted."""
 
     part: str = "test"
+    horizon: int | None = None
     device: str = "auto"
     batch_size: int | None = None
     allow_resolution_change: bool = False
@@ -166,6 +168,7 @@ class EvaluateOptions:
 
     def __post_init__(self) -> None:
         _one_of("part", self.part, PARTS)
+        _positive_int("horizon", self.horizon, allow_none=True)
         _one_of("device", self.device, DEVICES)
         _positive_int("batch_size", self.batch_size, allow_none=True)
 

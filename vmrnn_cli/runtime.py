@@ -1,9 +1,11 @@
-"""What the commands share about the machine they run on: which device computes, and dask's threads."""
+"""How the commands use the machine: which device computes, and one thread budget for torch, dask, GDAL and the
+DataLoader workers (so that a busy shared machine does not collapse the speed)."""
 
 from __future__ import annotations
 
+import contextlib
 import os
-import shutil
+import sys
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
@@ -24,60 +26,60 @@ def pick_device(choice: str, local_rank: int = 0) -> torch.device:
     return torch.device("cuda", local_rank)
 
 
+_budget: list[int] = []  # set once per process by set_threads; empty: not set yet
+
+
+def cpus_available() -> int:
+    """The CPUs this process may use: its affinity mask, within the cgroup's CPU quota (at least 1)."""
+    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    try:
+        quota, period = Path("/sys/fs/cgroup/cpu.max").read_text().split()
+        if quota != "max":
+            cpus = min(cpus, max(1, int(int(quota) / int(period))))
+    except (OSError, ValueError):
+        pass
+    return max(1, cpus)
+
+
+def set_threads(threads: int | None = None) -> int:
+    """Set this process's thread budget: `threads`, else $VMRNN_THREADS, else `cpus_available()`. Torch's
+    intra-op pool gets it, its inter-op pool 1 thread, GDAL's own threads it (GDAL_NUM_THREADS); dask and the COG
+    writers take it from `threads()`. Returns the budget."""
+    if threads is None:
+        threads = int(os.environ["VMRNN_THREADS"]) if os.environ.get("VMRNN_THREADS") else cpus_available()
+    if threads < 1:
+        raise OptionError("threads", f"must be a positive integer, got {threads}")
+    torch.set_num_threads(threads)
+    with contextlib.suppress(RuntimeError):  # only possible before any inter-op work; then it was set already
+        torch.set_num_interop_threads(1)
+    os.environ["GDAL_NUM_THREADS"] = str(threads)
+    _budget[:] = [threads]
+    if os.environ.get("VMRNN_DEBUG"):
+        print(
+            f"vmrnn: threads: {threads} (torch intra-op {torch.get_num_threads()}, inter-op "
+            f"{torch.get_num_interop_threads()}, GDAL {os.environ['GDAL_NUM_THREADS']})",
+            file=sys.stderr,
+        )
+    return threads
+
+
+def threads() -> int:
+    """The thread budget (set_threads' default when it was not called)."""
+    return _budget[0] if _budget else set_threads()
+
+
+def worker_threads(_worker_id: int) -> None:
+    """DataLoader worker_init_fn: one torch thread per worker process."""
+    torch.set_num_threads(1)
+
+
 @contextmanager
-def dask_threads(threads: int | None = None) -> Iterator[None]:
-    """Run dask's threaded work in a pool of `threads` (default: the CPUs) that, on leaving, cancels what has not
-    started and waits for what has: after Ctrl-C or an error no task still writes into a store being removed."""
-    pool = ThreadPoolExecutor(max_workers=threads or os.cpu_count() or 1)
+def dask_threads() -> Iterator[None]:
+    """Run dask's threaded work in a pool of `threads()` that, on leaving, cancels what has not started and waits
+    for what has: after Ctrl-C or an error no task still writes into a store being removed."""
+    pool = ThreadPoolExecutor(max_workers=threads())
     try:
         with dask.config.set(pool=pool, scheduler="threads"):
             yield
     finally:
         pool.shutdown(wait=True, cancel_futures=True)
-
-
-def available_memory() -> int:
-    """Bytes of memory this process can still take: the system's available memory, within any cgroup limit."""
-    try:
-        with open("/proc/meminfo") as handle:
-            info = dict(line.split(":", 1) for line in handle)
-        available = int(info["MemAvailable"].split()[0]) * 1024
-    except (OSError, KeyError, ValueError):
-        available = os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
-    try:
-        cgroup = Path("/sys/fs/cgroup")
-        limit = (cgroup / "memory.max").read_text().strip()
-        used = int((cgroup / "memory.current").read_text())
-        if limit != "max":
-            available = min(available, int(limit) - used)
-    except (OSError, ValueError):
-        pass
-    return available
-
-
-def free_disk(path: Path) -> int:
-    """Bytes free on the file system `path` (or its nearest existing folder) is on."""
-    folder = Path(path).absolute()
-    while not folder.exists():
-        folder = folder.parent
-    return shutil.disk_usage(folder).free
-
-
-def human(nbytes: float) -> str:
-    """A byte count as text with a binary unit, e.g. 1.5 GiB."""
-    for unit in ("bytes", "KiB", "MiB", "GiB", "TiB"):
-        if abs(nbytes) < 1024 or unit == "TiB":
-            return f"{nbytes:.0f} {unit}" if unit == "bytes" else f"{nbytes:.1f} {unit}"
-        nbytes /= 1024
-    return f"{nbytes:.1f} PiB"
-
-
-def check_batch_fits(batch_size: int, item_bytes: int, what: str) -> None:
-    """Refuse, before any compute, a `batch_size` whose inputs alone (`item_bytes` each) exceed the memory left."""
-    memory = available_memory()
-    if batch_size * item_bytes > memory:
-        raise OptionError(
-            "batch_size",
-            f"{batch_size} {what} of {human(item_bytes)} each take more than the "
-            f"{human(memory)} of memory available; give a smaller one",
-        )

@@ -95,3 +95,38 @@ def make_zarr(path: str | Path, calendar: str = "standard", zarr_format: int = 2
     encoding = {"time": {"units": "days since 2000-01-01", "calendar": calendar}}
     ds.to_zarr(path, zarr_format=zarr_format, encoding=encoding, consolidated=True)
     return path
+
+
+def write_geotiffs(
+    directory: Path,
+    frames: np.ndarray,
+    crs: str,
+    origin: tuple[float, float],
+    resolution: float = 30.0,
+    start: str = "2024-01-01",
+    step_days: float = 16,
+) -> list[Path]:
+    """Write (time, band, y, x) frames (NaN = nodata) as one float32 GeoTIFF per frame, named by date."""
+    import rasterio
+    from rasterio.transform import from_origin
+
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    profile = {
+        "driver": "GTiff",
+        "height": frames.shape[2],
+        "width": frames.shape[3],
+        "count": frames.shape[1],
+        "dtype": "float32",
+        "crs": crs,
+        "transform": from_origin(*origin, resolution, resolution),
+        "nodata": -9999.0,
+    }
+    paths = []
+    for index, frame in enumerate(frames):
+        when = datetime.fromisoformat(start) + timedelta(days=step_days * index)
+        path = directory / f"scene_{when:%Y-%m-%d}.tif"
+        with rasterio.open(path, "w", **profile) as dst:
+            dst.write(np.where(np.isnan(frame), -9999.0, frame).astype(np.float32))
+        paths.append(path)
+    return paths

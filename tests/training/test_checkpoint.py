@@ -24,6 +24,7 @@ GEO = {
     "input_frames": 3,
     "output_frames": 2,
     "patch_size": 16,
+    "freq": "16D",
 }
 
 
@@ -54,6 +55,11 @@ def test_round_trip_rebuilds_the_same_model(tmp_path: Path) -> None:
     original = build_network(MODEL, 2, 16)
     original.load_state_dict(ckpt.model)
     torch.testing.assert_close(loaded.build_model().eval()(frames, 2), original.eval()(frames, 2))
+
+
+def test_a_spec_from_before_the_step_was_kept_still_loads() -> None:
+    old = {k: v for k, v in GEO.items() if k != "freq"}
+    assert CubeSpec.from_json(old).freq is None and CubeSpec.from_json(old).window == 16
 
 
 def test_run_directory_prefers_best(tmp_path: Path) -> None:

@@ -15,6 +15,7 @@ import torch
 
 from vmrnn_cli.data.cube import open_cube
 from vmrnn_cli.io.outputs import MANIFEST
+from vmrnn_cli.runtime import set_threads
 from vmrnn_cli.training.checkpoint import load_checkpoint
 from vmrnn_cli.training.loop import train
 from vmrnn_cli.training.recipe import learning_rate
@@ -205,8 +206,13 @@ def test_cuda_without_gpu_is_a_clear_error(cli, tiny_run, tmp_path) -> None:
 
 
 def test_loader_workers_do_not_change_the_result(tiny_run, tmp_path) -> None:
+    """The workers share the thread budget (one each); with the training's own threads the same, so is the run."""
     for workers in (0, 2):
+        set_threads(1 + workers)
+        assert torch.get_num_threads() == 1 + workers
         train(tiny_run.cube, tmp_path / f"w{workers}", given={**GIVEN, "epochs": 1, "workers": workers})
+        assert torch.get_num_threads() == 1  # the budget less one thread per worker
+    set_threads()
     a, b = (load_checkpoint(tmp_path / f"w{w}" / "last.pt").model for w in (0, 2))
     for name in a:
         torch.testing.assert_close(a[name], b[name], rtol=0, atol=0, msg=name)

@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from vmrnn_cli.cli.flags import AllowResolutionChange, Device, Model, deprecated, output
+from vmrnn_cli.cli.flags import AllowResolutionChange, Device, Model, Quiet, Threads, deprecated, output
 from vmrnn_cli.errors import OptionError
 from vmrnn_cli.options import PARTS, EvaluateOptions
 
@@ -30,6 +30,12 @@ def command(
             "--part", metavar="[" + "|".join(PARTS) + "]", help="Which part of the cube's time split to score."
         ),
     ] = EvaluateOptions.part,
+    horizon: Annotated[
+        int | None,
+        typer.Option(
+            "--horizon", show_default=False, help="Lead times to score (default: the cube's output frames; any >= 1)."
+        ),
+    ] = None,
     output: Annotated[Path | None, output("Write the scores as JSON to this file.")] = None,
     plot: Annotated[
         Path | None,
@@ -51,13 +57,23 @@ def command(
         ),
     ] = None,
     allow_resolution_change: AllowResolutionChange = False,
-    overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace existing JSON/PNG outputs.")] = False,
+    overwrite: Annotated[
+        bool, typer.Option("--overwrite", metavar="", help="Replace existing JSON/PNG outputs.")
+    ] = False,
     as_json: Annotated[
-        bool, typer.Option("--json", help="Print the scores as JSON on stdout instead of the paths written.")
+        bool,
+        typer.Option("--json", metavar="", help="Print the scores as JSON on stdout instead of the paths written."),
     ] = False,
     split: Annotated[str | None, typer.Option("--split", hidden=True)] = None,
+    threads: Threads = None,
+    quiet: Quiet = False,
 ) -> None:
     """Score a model on every window of a part of a cube per lead time (MSE, MAE, RMSE, SSIM, PSNR), against persistence and climatology; table on stderr, paths written on stdout."""  # noqa: E501 - one line: typer shows the docstring's lines as they are
+    from vmrnn_cli.progress import set_quiet
+    from vmrnn_cli.runtime import set_threads
+
+    set_threads(threads)
+    set_quiet(quiet)
     from vmrnn_cli.verify.evaluate import evaluate as run_evaluate
     from vmrnn_cli.verify.report import to_json
 
@@ -72,6 +88,7 @@ def command(
         part = split
     options = EvaluateOptions(
         part=part,
+        horizon=horizon,
         device=device,
         batch_size=batch_size,
         allow_resolution_change=allow_resolution_change,

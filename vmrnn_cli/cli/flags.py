@@ -10,7 +10,7 @@ import typer
 
 from vmrnn_cli.options import DEVICES
 
-Overwrite = Annotated[bool, typer.Option("--overwrite", help="Replace an existing output.")]
+Overwrite = Annotated[bool, typer.Option("--overwrite", metavar="", help="Replace an existing output.")]
 Device = Annotated[
     str,
     typer.Option(
@@ -41,12 +41,15 @@ AllowResolutionChange = Annotated[
     bool,
     typer.Option(
         "--allow-resolution-change",
+        metavar="",
         help="Forecast a scene whose pixel size is more than 25% away from the training data's.",
     ),
 ]
 Regrid = Annotated[
     bool,
-    typer.Option("--regrid", help="Resample irregular lat/lon axes (e.g. Gaussian latitudes) onto a regular grid."),
+    typer.Option(
+        "--regrid", metavar="", help="Resample irregular lat/lon axes (e.g. Gaussian latitudes) onto a regular grid."
+    ),
 ]
 Freq = Annotated[
     str | None,
@@ -56,7 +59,19 @@ Freq = Annotated[
         help="The series' time step as a pandas offset alias, e.g. 1D, 16D, 3h, MS (default: inferred).",
     ),
 ]
-Json = Annotated[bool, typer.Option("--json", help="Print a JSON summary on stdout instead of the paths written.")]
+Threads = Annotated[
+    int | None,
+    typer.Option(
+        "--threads",
+        show_default=False,
+        help="Threads for torch, dask, GDAL and data loading together (default: $VMRNN_THREADS, else the CPUs this "
+        "process may use).",
+    ),
+]
+Quiet = Annotated[bool, typer.Option("--quiet", "-q", metavar="", help="No progress reports on stderr.")]
+Json = Annotated[
+    bool, typer.Option("--json", metavar="", help="Print a JSON summary on stdout instead of the paths written.")
+]
 
 
 def output(help_text: str) -> object:

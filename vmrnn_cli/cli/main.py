@@ -39,9 +39,10 @@ def _version(value: bool) -> None:
 @app.callback()
 def _root(
     version: Annotated[
-        bool, typer.Option("--version", callback=_version, is_eager=True, help="Print the version and exit.")
+        bool,
+        typer.Option("--version", metavar="", callback=_version, is_eager=True, help="Print the version and exit."),
     ] = False,
-    debug: Annotated[bool, typer.Option("--debug", help="Show the full traceback on errors.")] = False,
+    debug: Annotated[bool, typer.Option("--debug", metavar="", help="Show the full traceback on errors.")] = False,
 ) -> None:
     if debug:
         os.environ["VMRNN_DEBUG"] = "1"

@@ -15,7 +15,9 @@ from vmrnn_cli.cli.flags import (
     Json,
     Model,
     Overwrite,
+    Quiet,
     Regrid,
+    Threads,
     TimeFormat,
     Var,
     output,
@@ -76,8 +78,15 @@ def command(
     allow_resolution_change: AllowResolutionChange = False,
     overwrite: Overwrite = False,
     as_json: Json = False,
+    threads: Threads = None,
+    quiet: Quiet = False,
 ) -> None:
     """Forecast the next --horizon frames of a whole scene as georeferenced rasters; prints the paths written."""
+    from vmrnn_cli.progress import set_quiet
+    from vmrnn_cli.runtime import set_threads
+
+    set_threads(threads)
+    set_quiet(quiet)
     import json
 
     from vmrnn_cli.forecast.predict import predict as run_predict

@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from vmrnn_cli.cli.flags import Device, output
+from vmrnn_cli.cli.flags import Device, Quiet, Threads, output
 from vmrnn_cli.options import ARCHS, TrainConfig, parse_int_list
 
 
@@ -64,6 +64,7 @@ def command(
         bool,
         typer.Option(
             "--grad-checkpoint/--no-grad-checkpoint",
+            metavar="",
             help="Keep only each frame's inputs and state and recompute the rest in backward: far less memory for one "
             "extra forward pass; same maths.",
         ),
@@ -72,6 +73,7 @@ def command(
         bool | None,
         typer.Option(
             "--cuda-graphs/--no-cuda-graphs",
+            metavar="",
             show_default=False,
             help="Capture the model's forward and backward once as CUDA graphs and replay them for every full-size "
             "batch: far fewer kernel launches; same maths (default: on where they can run: one CUDA GPU, one "
@@ -82,6 +84,7 @@ def command(
         bool,
         typer.Option(
             "--compile/--no-compile",
+            metavar="",
             help="Run the model's forward through torch.compile (the first full-size batch compiles, which takes "
             "minutes; not with --cuda-graphs): fused kernels, fewer launches; same maths up to float rounding.",
         ),
@@ -102,12 +105,21 @@ def command(
             help="TOML file with any of these options (e.g. epochs = 30); options given here win.",
         ),
     ] = None,
-    resume: Annotated[bool, typer.Option("--resume", help="Continue the run in --output from its last.pt.")] = False,
-    overwrite: Annotated[
-        bool, typer.Option("--overwrite", help="Start over in a run directory that already holds a run.")
+    resume: Annotated[
+        bool, typer.Option("--resume", metavar="", help="Continue the run in --output from its last.pt.")
     ] = False,
+    overwrite: Annotated[
+        bool, typer.Option("--overwrite", metavar="", help="Start over in a run directory that already holds a run.")
+    ] = False,
+    threads: Threads = None,
+    quiet: Quiet = False,
 ) -> None:
     """Train VMRNN on a prepared cube; Ctrl-C/SIGTERM checkpoint and stop, --resume continues."""
+    from vmrnn_cli.progress import set_quiet
+    from vmrnn_cli.runtime import set_threads
+
+    set_threads(threads)
+    set_quiet(quiet)
     from vmrnn_cli.options import TRAIN_KEYS
     from vmrnn_cli.training.interrupt import Interrupted
     from vmrnn_cli.training.loop import train as run_train

@@ -26,6 +26,7 @@ from vmrnn_cli.io.lock import locked
 from vmrnn_cli.io.outputs import check_output
 from vmrnn_cli.io.readers import read_rasters
 from vmrnn_cli.options import PrepareOptions
+from vmrnn_cli.progress import Steps
 from vmrnn_cli.runtime import dask_threads
 
 # Dask works on blocks of several window-sized Zarr chunks (about this many pixels a side): fewer, larger tasks.
@@ -110,26 +111,28 @@ def _stream(
     x_offsets = np.cumsum((0,) + data.chunks[3][:-1]) // cell
     moments = (np.zeros(n_band), np.zeros(n_band), np.zeros(n_band))
     frame_counts = []
-    for start in range(0, n_time, time_chunk):
-        stop = min(start + time_chunk, n_time)
-        block = data.isel(time=slice(start, stop))
-        write = (
-            block.drop_vars([c for c in block.coords if c != "time"])
-            .rename("data")
-            .to_dataset()
-            .to_zarr(path, region={"time": slice(start, stop)}, compute=False, consolidated=False)
-        )
-        rows = (max(start, train[0]) - start, max(min(stop, train[1]) - start, 0))
-        chunks = block.data.to_delayed(optimize_graph=False)[0, 0]
-        summaries = [[dask.delayed(_summarise)(chunk, rows, cell) for chunk in row] for row in chunks]
-        _, summaries = dask.compute(write, summaries)
-        cells = np.zeros((stop - start, height // cell, width // cell), dtype=np.int32)
-        for i, row in enumerate(summaries):
-            for j, (chunk_cells, *chunk_moments) in enumerate(row):
-                cy, cx = chunk_cells.shape[1:]
-                cells[:, y_offsets[i] : y_offsets[i] + cy, x_offsets[j] : x_offsets[j] + cx] = chunk_cells
-                moments = _merge_moments(*moments, *chunk_moments)
-        frame_counts.append(box_sums(cells, side // cell, stride // cell))
+    with Steps("frames prepared", n_time) as steps:
+        for start in range(0, n_time, time_chunk):
+            stop = min(start + time_chunk, n_time)
+            block = data.isel(time=slice(start, stop))
+            write = (
+                block.drop_vars([c for c in block.coords if c != "time"])
+                .rename("data")
+                .to_dataset()
+                .to_zarr(path, region={"time": slice(start, stop)}, compute=False, consolidated=False)
+            )
+            rows = (max(start, train[0]) - start, max(min(stop, train[1]) - start, 0))
+            chunks = block.data.to_delayed(optimize_graph=False)[0, 0]
+            summaries = [[dask.delayed(_summarise)(chunk, rows, cell) for chunk in row] for row in chunks]
+            _, summaries = dask.compute(write, summaries)
+            cells = np.zeros((stop - start, height // cell, width // cell), dtype=np.int32)
+            for i, row in enumerate(summaries):
+                for j, (chunk_cells, *chunk_moments) in enumerate(row):
+                    cy, cx = chunk_cells.shape[1:]
+                    cells[:, y_offsets[i] : y_offsets[i] + cy, x_offsets[j] : x_offsets[j] + cx] = chunk_cells
+                    moments = _merge_moments(*moments, *chunk_moments)
+            frame_counts.append(box_sums(cells, side // cell, stride // cell))
+            steps.advance(stop - start)
     return moments, np.concatenate(frame_counts)
 
 

@@ -10,6 +10,7 @@ import numpy as np
 import torch
 import xarray as xr
 
+from vmrnn_cli.capacity import available_memory, check_batch_fits, free_disk, human
 from vmrnn_cli.data.grid import Grid
 from vmrnn_cli.data.timeaxis import check_steps, iso_time, on_regular_axis, valid_times
 from vmrnn_cli.errors import OptionError, VmrnnError
@@ -21,7 +22,8 @@ from vmrnn_cli.io.outputs import check_output
 from vmrnn_cli.io.readers import read_rasters
 from vmrnn_cli.io.writers import get_writer, infer_format
 from vmrnn_cli.options import PredictOptions
-from vmrnn_cli.runtime import available_memory, check_batch_fits, free_disk, human, pick_device
+from vmrnn_cli.progress import Steps
+from vmrnn_cli.runtime import pick_device
 from vmrnn_cli.training.checkpoint import Checkpoint, load_checkpoint, resolve
 
 
@@ -90,7 +92,7 @@ def _predict(checkpoint: Path, inputs: list[str], output: Path, fmt: str, option
         check_steps(da["time"].values[-context:], step, source)
     bands, (height, width) = da.sizes["band"], grid.shape
     check_sizes(output, options.horizon, context, bands, height, width, options.batch_size, tile)
-    frames = np.asarray(da.isel(time=slice(-context, None)).values, dtype=np.float32)
+    frames = _read_context(da, context)
     dev = pick_device(options.device)
     scene = scene_on(frames, options.horizon, dev)
     if scene.isnan().all():
@@ -110,6 +112,9 @@ def _predict(checkpoint: Path, inputs: list[str], output: Path, fmt: str, option
         coords={"time": times, "band": spec.band_names, "y": da["y"].values, "x": da["x"].values},
     )
     result = grid.attach(result)
+    if fmt != "cog" and da.attrs.get("flipped_axes"):  # NetCDF/Zarr keep the input's axis order; GeoTIFFs north-up
+        result = result.isel({dim: slice(None, None, -1) for dim in da.attrs["flipped_axes"]})
+        result = result.rio.write_transform(result.rio.transform(recalc=True))
     fill = da.attrs.get("source_nodata")
     fill = spec.nodata if fill is None or np.isnan(fill) else fill
     reference = da["time"].values[-1]
@@ -151,6 +156,16 @@ def check_sizes(
         )
     if batch_size is not None:
         check_batch_fits(batch_size, (context + horizon) * bands * tile * tile * 4, "tiles")
+
+
+def _read_context(da: xr.DataArray, context: int) -> np.ndarray:
+    """The last `context` frames as one (T, C, H, W) float32 array, read frame by frame (with progress)."""
+    frames = np.empty((context, *da.shape[1:]), dtype=np.float32)
+    with Steps("context frames read", context) as steps:
+        for index in range(context):
+            frames[index] = da.isel(time=len(da["time"]) - context + index).values
+            steps.advance()
+    return frames
 
 
 def scene_on(frames: np.ndarray, horizon: int, device: torch.device) -> torch.Tensor:

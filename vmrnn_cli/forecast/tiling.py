@@ -7,6 +7,8 @@ from collections.abc import Callable
 import numpy as np
 import torch
 
+from vmrnn_cli.progress import Steps
+
 FLOOR = 0.05  # the window never reaches 0, so a pixel at the scene edge (seen by one tile only) still counts
 FREE_SHARE = 0.75  # the share of a GPU's free memory the scene and the forecast canvas may take (the rest: the model)
 
@@ -80,14 +82,16 @@ def forecast_tiled(
     corners = [(y, x) for y in tile_starts(full_h, tile, overlap) for x in tile_starts(full_w, tile, overlap)]
     weight = torch.from_numpy(blend_window(tile, overlap)).to(scene.device)
     total: torch.Tensor | None = None
-    for first in range(0, len(corners), batch_size):
-        batch = corners[first : first + batch_size]
-        tiles = torch.stack([scene[:, :, y : y + tile, x : x + tile] for y, x in batch])
-        out = forecast(tiles).to(scene.device, torch.float32)
-        if total is None:
-            total = torch.zeros(out.shape[1], channels, full_h, full_w, device=scene.device)
-        for (y, x), piece in zip(batch, out):
-            total[:, :, y : y + tile, x : x + tile].addcmul_(piece, weight)
+    with Steps("tiles forecast", len(corners)) as steps:
+        for first in range(0, len(corners), batch_size):
+            batch = corners[first : first + batch_size]
+            tiles = torch.stack([scene[:, :, y : y + tile, x : x + tile] for y, x in batch])
+            out = forecast(tiles).to(scene.device, torch.float32)
+            if total is None:
+                total = torch.zeros(out.shape[1], channels, full_h, full_w, device=scene.device)
+            for (y, x), piece in zip(batch, out):
+                total[:, :, y : y + tile, x : x + tile].addcmul_(piece, weight)
+            steps.advance(len(batch))
     assert total is not None
     rows = torch.from_numpy(coverage(full_h, tile, overlap)).to(scene.device, torch.float32)
     cols = torch.from_numpy(coverage(full_w, tile, overlap)).to(scene.device, torch.float32)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import errno
-import os
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -19,6 +18,8 @@ from vmrnn_cli import __version__
 from vmrnn_cli.data.timeaxis import calendar_of, iso_time, time_labels, timestamp
 from vmrnn_cli.io.atomic import atomic_path
 from vmrnn_cli.io.native_stderr import held_native_stderr
+from vmrnn_cli.progress import Steps
+from vmrnn_cli.runtime import threads
 
 
 def write_cog(
@@ -26,8 +27,9 @@ def write_cog(
 ) -> list[Path]:
     """Write one float32 Cloud-Optimized GeoTIFF per lead time into directory target, named by valid time.
 
-    The files are written concurrently, each compressed by all CPUs: `rasterio.shutil.copy` (GDAL's
-    CreateCopy) releases the GIL, where closing a dataset opened with driver="COG" does not.
+    The files are written concurrently within the thread budget (`threads()`: that many files at a time, each
+    compressed by its share of it): `rasterio.shutil.copy` (GDAL's CreateCopy) releases the GIL, where closing a
+    dataset opened with driver="COG" does not.
     """
     target = Path(target)
     times = forecast["time"].values
@@ -48,7 +50,8 @@ def write_cog(
     data = forecast.values
     with atomic_path(target, overwrite, manifest=True) as tmp, held_native_stderr():
         tmp.mkdir()
-        pool = ThreadPoolExecutor(max_workers=min(len(labels), os.cpu_count() or 1))
+        workers = min(len(labels), threads())
+        pool = ThreadPoolExecutor(max_workers=workers)
         try:
             jobs = [
                 pool.submit(
@@ -58,11 +61,14 @@ def write_cog(
                     profile,
                     names,
                     tags | _valid_time_tags(valid, lead),
+                    max(1, threads() // workers),
                 )
                 for lead, (label, valid) in enumerate(zip(labels, times), start=1)
             ]
-            for job in jobs:
-                job.result()
+            with Steps("forecast files written", len(jobs)) as steps:
+                for job in jobs:
+                    job.result()
+                    steps.advance()
         finally:  # after a failure, Ctrl-C included, files not yet started are not written at all
             pool.shutdown(wait=True, cancel_futures=True)
     return [target / f"{label}.tif" for label in labels]
@@ -78,7 +84,9 @@ def _valid_time_tags(valid: object, lead: int) -> dict[str, str]:
     }
 
 
-def _write_one_cog(path: Path, frame: np.ndarray, profile: dict, names: list[str], tags: dict[str, str]) -> None:
+def _write_one_cog(
+    path: Path, frame: np.ndarray, profile: dict, names: list[str], tags: dict[str, str], compressors: int
+) -> None:
     """Write one (band, y, x) frame as a COG: staged as an in-memory GeoTIFF, then copied to path as a COG."""
     frame = np.where(np.isnan(frame), profile["nodata"], frame).astype(np.float32, copy=False)
     with rasterio.Env(), MemoryFile() as memory:  # the Env routes GDAL's messages from this thread to logging
@@ -88,7 +96,7 @@ def _write_one_cog(path: Path, frame: np.ndarray, profile: dict, names: list[str
                 staging.set_band_description(index, name)
             staging.update_tags(**tags)
         with memory.open() as staging:
-            rasterio.shutil.copy(staging, path, driver="COG", compress="deflate", predictor=3, num_threads="ALL_CPUS")
+            rasterio.shutil.copy(staging, path, driver="COG", compress="deflate", predictor=3, num_threads=compressors)
         _read_back_last_block(path)
 
 

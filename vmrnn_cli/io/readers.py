@@ -29,7 +29,7 @@ def read_rasters(paths: list[str], options: ReadOptions | None = None) -> xr.Dat
     if kind == "geotiff":
         da = read_geotiff_series(files, options.time_format)
     else:
-        da = combine_datasets([read_dataset(f, options.var, kind) for f in files], files)
+        da = combine_datasets([read_dataset(f, options.var, kind, regrid=options.regrid) for f in files], files)
     if options.bands:
         da = _select_bands(da, list(options.bands), files[0])
     return da

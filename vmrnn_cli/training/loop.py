@@ -9,7 +9,6 @@ the model's forward and backward captured once as CUDA graphs and replayed every
 
 from __future__ import annotations
 
-import sys
 from contextlib import nullcontext
 from dataclasses import asdict
 from pathlib import Path
@@ -17,15 +16,14 @@ from typing import Any
 
 import torch
 import torch.distributed as dist
-from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
+from vmrnn_cli.capacity import check_batch_fits
 from vmrnn_cli.data.cube import Cube, CubeSpec, open_cube
 from vmrnn_cli.data.dataset import WindowDataset
 from vmrnn_cli.errors import VmrnnError
 from vmrnn_cli.io.lock import locked
 from vmrnn_cli.options import TrainConfig, read_toml, resolve_config, to_toml, validated
-from vmrnn_cli.runtime import check_batch_fits, pick_device
+from vmrnn_cli.runtime import pick_device
 from vmrnn_cli.training.checkpoint import Checkpoint, load_checkpoint
 from vmrnn_cli.training.distributed import Ranks, log
 from vmrnn_cli.training.interrupt import stop_on_signals
@@ -39,20 +37,6 @@ from vmrnn_cli.training.rundir import (
 )
 from vmrnn_cli.training.step_modes import use_cuda_graphs
 from vmrnn_cli.training.trainer import Trainer
-
-
-def _progress(enabled: bool) -> Progress | nullcontext:
-    if not enabled:
-        return nullcontext()
-    return Progress(
-        TextColumn("{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TextColumn("loss {task.fields[loss]:.4f}  {task.fields[rate]:.1f} samples/s"),
-        TimeRemainingColumn(),
-        console=Console(stderr=True),
-        transient=True,
-    )
 
 
 def train(
@@ -151,7 +135,6 @@ def _train(
         + f": {len(train_set)} train / {len(val_set)} val windows, {trainer.steps_per_epoch} steps per epoch"
         + ("" if len(val_set) else "; no validation windows, best.pt follows the training loss"),
     )
-    show = ranks.main and sys.stderr.isatty()
-    with stop_on_signals() as received, _progress(show) as bar:
-        trainer.run(bar if show else None, received)
+    with stop_on_signals() as received:
+        trainer.run(received)
     return written

@@ -11,7 +11,6 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from rich.progress import Progress
 from torch import Tensor
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, DistributedSampler, Subset
@@ -19,6 +18,8 @@ from torch.utils.data import DataLoader, DistributedSampler, Subset
 from vmrnn_cli.data.cube import Cube, CubeSpec
 from vmrnn_cli.data.dataset import WindowDataset
 from vmrnn_cli.options import TrainConfig
+from vmrnn_cli.progress import Steps
+from vmrnn_cli.runtime import threads, worker_threads
 from vmrnn_cli.training.checkpoint import Checkpoint, build_network, save_checkpoint
 from vmrnn_cli.training.distributed import Ranks, agreed_signal, log, sum_ranks
 from vmrnn_cli.training.interrupt import Interrupted
@@ -77,7 +78,12 @@ def _validate(
         return math.nan
     sampler = DistributedSampler(dataset, ranks.world, ranks.rank, shuffle=False)
     loader = DataLoader(
-        dataset, batch_size=config.batch_size, sampler=sampler, num_workers=workers, generator=torch.Generator()
+        dataset,
+        batch_size=config.batch_size,
+        sampler=sampler,
+        num_workers=workers,
+        worker_init_fn=worker_threads,
+        generator=torch.Generator(),
     )
     sse, count = 0.0, 0.0
     net.eval()
@@ -108,6 +114,7 @@ class Trainer:
         self.cube, self.run_dir, self.config, self.spec = cube, run_dir, config, spec
         self.ranks, self.device, self.workers, self.train_set, self.val_set = ranks, device, workers, train_set, val_set
         torch.manual_seed(config.seed)
+        torch.set_num_threads(max(1, threads() - workers))  # the workers take one thread each
         self.net = build_network(config.model_config(), len(cube.band_names), cube.window).to(device)
         self.net.checkpoint_steps = config.grad_checkpoint
         self.optimizer = make_optimizer(self.net, config.lr)
@@ -176,17 +183,16 @@ class Trainer:
         )
         return [name for name, on in modes if on]
 
-    def run(self, bar: Progress | None, received: list[int]) -> None:
+    def run(self, received: list[int]) -> None:
         """Train the remaining epochs; Interrupted after a checkpoint on a signal, Diverged on a non-finite step."""
         for epoch in range(self.state.epoch, self.config.epochs):
-            self.epoch(epoch, bar, received)
+            self.epoch(epoch, received)
             signum = agreed_signal(received, self.ranks, self.device)
             if signum:
                 raise Interrupted(signum, self.run_dir / "last.pt")
 
-    def epoch(self, epoch: int, bar: Progress | None, received: list[int]) -> None:
-        """One epoch from where the state stands: steps (with a checkpoint every `checkpoint_every` minutes and on
-        a signal), then validation, best.pt, last.pt and metrics.csv."""
+    def epoch(self, epoch: int, received: list[int]) -> None:
+        """One epoch from where the state stands: steps, then validation, best.pt, last.pt and metrics.csv."""
         config, state, device = self.config, self.state, self.device
         self.sampler.set_epoch(epoch)
         order = list(self.sampler)[state.batch * config.batch_size :]
@@ -194,18 +200,18 @@ class Trainer:
             Subset(self.train_set, order),
             batch_size=config.batch_size,
             num_workers=self.workers,
+            worker_init_fn=worker_threads,
             pin_memory=device.type == "cuda",
             generator=torch.Generator(),
         )
-        task = None
-        if bar is not None:
-            task = bar.add_task(
-                f"epoch {epoch + 1}/{config.epochs}",
-                total=self.steps_per_epoch,
-                completed=state.batch,
-                loss=math.nan,
-                rate=0.0,
-            )
+        steps = Steps(f"epoch {epoch + 1}/{config.epochs}: steps", self.steps_per_epoch, state.batch, self.ranks.main)
+        with steps:
+            self.steps(epoch, loader, steps, received)
+        self.end_epoch(epoch)
+
+    def steps(self, epoch: int, loader: DataLoader, steps: Steps, received: list[int]) -> None:
+        """The epoch's remaining steps; last.pt every `checkpoint_every` minutes and on a signal (then Interrupted)."""
+        config, state, device = self.config, self.state, self.device
         started = time.perf_counter() - state.seconds
         # sse and valid-pixel count summed on the device: reading them every step would stall the CPU
         running = torch.tensor([state.sse, state.count], dtype=torch.float64, device=device)
@@ -223,19 +229,15 @@ class Trainer:
             running += torch.stack((sse.detach().double(), count.double()))
             state.samples += len(batch)
             state.seconds = time.perf_counter() - started
-            if task is not None:
-                bar.update(task, advance=1, loss=float(loss.detach()), rate=state.samples / max(state.seconds, 1e-9))
+            steps.advance()
             signum = agreed_signal(received, self.ranks, device)
             if signum or time.monotonic() - self.saved_at > 60 * config.checkpoint_every:
                 state.sse, state.count = running.tolist()
                 self.save("last.pt", with_state=True)
             if signum:
                 raise Interrupted(signum, self.run_dir / "last.pt")
-        if task is not None:
-            bar.remove_task(task)
         state.sse, state.count = running.tolist()  # waits for the epoch's last step
         state.seconds = time.perf_counter() - started
-        self.end_epoch(epoch)
 
     def end_epoch(self, epoch: int) -> None:
         """Validate, then write best.pt (if it improved), last.pt and metrics.csv, in that order."""

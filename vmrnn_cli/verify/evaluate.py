@@ -10,16 +10,15 @@ from __future__ import annotations
 import math
 import sys
 import warnings
-from contextlib import ExitStack, nullcontext
+from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
-from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from torch.utils.data import DataLoader
 
+from vmrnn_cli.capacity import check_batch_fits
 from vmrnn_cli.data.cube import Cube, open_cube
 from vmrnn_cli.data.dataset import WindowDataset
 from vmrnn_cli.errors import VmrnnError
@@ -28,7 +27,8 @@ from vmrnn_cli.io.atomic import atomic_path
 from vmrnn_cli.io.lock import locked
 from vmrnn_cli.io.outputs import check_output
 from vmrnn_cli.options import EvaluateOptions
-from vmrnn_cli.runtime import check_batch_fits, pick_device
+from vmrnn_cli.progress import Steps
+from vmrnn_cli.runtime import pick_device
 from vmrnn_cli.training.checkpoint import load_checkpoint, resolve
 from vmrnn_cli.verify import plots
 from vmrnn_cli.verify.baselines import climatology, climatology_mean, persistence
@@ -56,21 +56,6 @@ def _data_range(cube: Cube, part: str) -> np.ndarray:
     return np.where(np.isfinite(spread) & (spread > 0), spread, 1.0)
 
 
-def _progress(total: int) -> Progress | nullcontext:
-    if not sys.stderr.isatty():
-        return nullcontext()
-    bar = Progress(
-        TextColumn("evaluating"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeRemainingColumn(),
-        console=Console(stderr=True),
-        transient=True,
-    )
-    bar.add_task("windows", total=total)
-    return bar
-
-
 def score_part(
     checkpoint: Path, cube_path: Path, options: EvaluateOptions
 ) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
@@ -87,13 +72,14 @@ def score_part(
     mismatch = ckpt.spec.mismatch(cube.grid, cube.band_names, options.allow_resolution_change)
     if mismatch:
         raise VmrnnError(f"{cube_path}: {mismatch}")
-    windows = cube.windows(part)
+    n_in, n_out, size = cube.input_frames, options.horizon or cube.output_frames, cube.window
+    dataset = WindowDataset(cube, part, n_in + n_out)
+    windows = dataset.windows
     if len(windows) == 0:
         raise VmrnnError(
-            f"{cube_path}: the {part} part holds no window to evaluate (prepare the cube with a "
-            "larger share for it in `split`)"
+            f"{cube_path}: the {part} part holds no window of {n_in} + {n_out} frames to evaluate (prepare the cube "
+            "with a larger share for it in `split`, or give a smaller `horizon`)"
         )
-    n_in, n_out, size = cube.input_frames, cube.output_frames, cube.window
     if options.batch_size is not None:
         check_batch_fits(options.batch_size, (n_in + n_out) * len(cube.band_names) * size * size * 4, "windows")
     dev = pick_device(options.device)
@@ -114,8 +100,8 @@ def score_part(
     scores = {method: LeadTimeScores(n_out, data_range) for method in METHODS}
     panel: dict[str, np.ndarray] = {}
     done = 0
-    with _progress(len(windows)) as bar:
-        for batch in DataLoader(WindowDataset(cube, part), batch_size=batch_size):
+    with Steps("windows scored", len(windows)) as steps:
+        for batch in DataLoader(dataset, batch_size=batch_size):
             physical = batch.numpy() * cube_std + cube_mean
             context, truth = physical[:, :n_in], physical[:, n_in:]
             normalised = torch.from_numpy((context - ckpt_mean) / ckpt_std)
@@ -135,8 +121,7 @@ def score_part(
             for method, forecast in forecasts.items():
                 scores[method].update(forecast, np.where(common, truth, np.nan))
             done += len(batch)
-            if bar:
-                bar.advance(bar.task_ids[0], len(batch))
+            steps.advance(len(batch))
     result: dict[str, Any] = {"lead_times": list(range(1, n_out + 1))}
     result.update({method: scores[method].result() for method in METHODS})
     result["skill"] = [
@@ -161,37 +146,43 @@ def evaluate(
     options: EvaluateOptions | None = None,
     json_path: Path | None = None,
     plot_path: Path | None = None,
+    panel: Path | None = None,
 ) -> tuple[dict[str, Any], list[Path]]:
-    """Score the model, print the table on stderr and write the JSON and PNGs asked for; returns (result, paths)."""
+    """Score the model, print the table on stderr and write the JSON and PNGs asked for; returns (result, paths).
+
+    `plot_path` gets the scores against lead time, `panel` (default: `panel_path(plot_path)`) one window's context,
+    truth and forecast."""
     options = options or EvaluateOptions()
     overwrite = options.overwrite
     targets = [Path(json_path)] if json_path is not None else []
     if plot_path is not None:
         plot_path = Path(plot_path)
-        if plot_path.suffix.lower() != ".png":
-            raise VmrnnError(f"`plot` {plot_path}: must name a .png file")
-        targets += [plot_path, panel_path(plot_path)]
+        panel = Path(panel) if panel is not None else panel_path(plot_path)
+        for path in (plot_path, panel):
+            if path.suffix.lower() != ".png":
+                raise VmrnnError(f"`plot` {path}: must name a .png file")
+        targets += [plot_path, panel]
     sources = [Path(cube_path), resolve(checkpoint)]
     for target in targets:
         check_output(target, overwrite, sources)
     with ExitStack() as stack:
         for target in targets:
             stack.enter_context(locked(target))
-        result, panel = score_part(checkpoint, cube_path, options)
+        result, frames = score_part(checkpoint, cube_path, options)
         print_table(result)
         if json_path is not None:
             with atomic_path(Path(json_path), overwrite) as tmp:
                 tmp.write_text(to_json(result))
         if plot_path is not None:
-            _plot(result, panel, plot_path, overwrite)
+            _plot(result, frames, plot_path, panel, overwrite)
     return result, targets
 
 
-def _plot(result: dict[str, Any], panel: dict[str, np.ndarray], plot_path: Path, overwrite: bool) -> None:
-    """The scores against lead time in plot_path, one window's frames in its `panel_path`."""
+def _plot(result: dict[str, Any], frames: dict[str, np.ndarray], plot_path: Path, panel: Path, overwrite: bool) -> None:
+    """The scores against lead time in plot_path, one window's frames in `panel`."""
     plots.plot_scores(result, plot_path, overwrite)
     window = result["panel_window"]
     title = (
         f"{result['part']} window t0={window['t0']} y0={window['y0']} x0={window['x0']}, band {result['band_names'][0]}"
     )
-    plots.plot_panel(panel["context"], panel["truth"], panel["forecast"], panel_path(plot_path), title, overwrite)
+    plots.plot_panel(frames["context"], frames["truth"], frames["forecast"], panel, title, overwrite)
