@@ -46,7 +46,6 @@ def _cron(inputs: Path, run: Path, root: Path, **env: str) -> subprocess.Complet
         **os.environ,
         "N": "3",
         "HORIZON": "2",
-        "STAMP": "2026-11-26",
         "VMRNN": f"{sys.executable} -m vmrnn_cli",
         **env,
     }
@@ -68,7 +67,7 @@ def test_cron_script_forecasts_once_and_never_overwrites(tiny_run, tmp_path):
 
     first = _cron(inputs, tiny_run.run, root)
     assert first.returncode == 0, (root / "cron_forecast.log").read_text()
-    out = root / "2026-11-26"
+    out = root / sorted(tiny_run.tifs)[-1].stem  # named after the newest input, not the day it ran
     written = sorted(out.glob("*.tif"))
     assert len(written) == 2
     newest = max(datetime.strptime(p.stem.split("_")[-1], "%Y-%m-%d") for p in tiny_run.tifs)
@@ -92,6 +91,6 @@ def test_cron_script_passes_on_vmrnn_failure(tiny_run, tmp_path):
     root = tmp_path / "forecasts"
     result = _cron(inputs, tmp_path / "no_such_run", root)
     assert result.returncode == 1
-    assert not (root / "2026-11-26").exists()
+    assert [p.name for p in root.iterdir() if not p.name.startswith(".")] == ["cron_forecast.log"]
     log = (root / "cron_forecast.log").read_text()
     assert "no such checkpoint file or run directory" in log and "failed with exit code 1" in log

@@ -17,7 +17,7 @@ from rasterio.transform import from_origin
 from rio_cogeo.cogeo import cog_validate
 
 from vmrnn_cli.data.timeaxis import time_labels
-from vmrnn_cli.errors import VmrnnError
+from vmrnn_cli.errors import OptionError, VmrnnError
 from vmrnn_cli.io import cf, cog
 from vmrnn_cli.io.cf import variable_names, write_netcdf, write_zarr
 from vmrnn_cli.io.cog import write_cog
@@ -58,6 +58,8 @@ def test_infer_format() -> None:
     assert infer_format(Path("a/b.nc")) == "netcdf"
     assert infer_format(Path("b.ZARR")) == "zarr"
     assert infer_format(Path("forecast")) == "cog"
+    with pytest.raises(OptionError, match="forecast.tif: ends in .tif, which names no forecast format"):
+        infer_format(Path("out/forecast.tif"))  # refused, not made a directory called forecast.tif
     assert get_writer("zarr") is write_zarr
     with pytest.raises(ValueError):
         get_writer("png")

@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import Path
 
+from vmrnn_cli.errors import OptionError
 from vmrnn_cli.io.cf import write_netcdf, write_zarr
 from vmrnn_cli.io.cog import write_cog
 from vmrnn_cli.options import FORMATS
@@ -18,9 +19,17 @@ Writer = Callable[..., list[Path]]
 
 
 def infer_format(output: Path) -> str:
-    """The output format an output path implies: `.nc` NetCDF, `.zarr` Zarr, anything else a COG directory."""
+    """The output format an output path implies: `.nc` NetCDF, `.zarr` Zarr, no suffix a directory of COGs; any
+    other suffix (a `.tif` meant as one file, say) is refused rather than silently made a directory."""
     suffix = Path(output).suffix.lower()
-    return {".nc": "netcdf", ".zarr": "zarr"}.get(suffix, "cog")
+    formats = {".nc": "netcdf", ".zarr": "zarr", "": "cog"}
+    if suffix not in formats:
+        raise OptionError(
+            "output",
+            f"{output}: ends in {suffix}, which names no forecast format; give a directory "
+            "(one COG per lead time), a .nc file or a .zarr store, or choose with `format`",
+        )
+    return formats[suffix]
 
 
 def get_writer(fmt: str) -> Writer:
