@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from vmrnn_cli.cli.flags import Device, Quiet, Threads, deprecated, output
+from vmrnn_cli.cli.flags import Device, Quiet, Threads, apply_shared, deprecated, output
 from vmrnn_cli.errors import OptionError
 
 # the old positional OUT_DIR arrives as an extra argument (deprecated for -o)
@@ -25,11 +25,7 @@ def command(
     quiet: Quiet = False,
 ) -> None:
     """Run the whole job on synthetic georeferenced data: make rasters, prepare, train, predict, evaluate (a few minutes on CPU)."""  # noqa: E501
-    from vmrnn_cli.progress import set_quiet
-    from vmrnn_cli.runtime import set_threads
-
-    set_threads(threads)
-    set_quiet(quiet)
+    apply_shared(threads, quiet)
     from vmrnn_cli.demo import demo as run_demo
 
     if len(ctx.args) > 1:

@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from vmrnn_cli.cli.flags import AllowResolutionChange, Device, Model, Quiet, Threads, deprecated, output
+from vmrnn_cli.cli.flags import AllowResolutionChange, Device, Model, Quiet, Threads, apply_shared, deprecated, output
 from vmrnn_cli.errors import OptionError
 from vmrnn_cli.options import PARTS, EvaluateOptions
 
@@ -69,11 +69,7 @@ def command(
     quiet: Quiet = False,
 ) -> None:
     """Score a model on every window of a part of a cube per lead time (MSE, MAE, RMSE, SSIM, PSNR), against persistence and climatology; table on stderr, paths written on stdout."""  # noqa: E501 - one line: typer shows the docstring's lines as they are
-    from vmrnn_cli.progress import set_quiet
-    from vmrnn_cli.runtime import set_threads
-
-    set_threads(threads)
-    set_quiet(quiet)
+    apply_shared(threads, quiet)
     from vmrnn_cli.verify.evaluate import evaluate as run_evaluate
     from vmrnn_cli.verify.report import to_json
 

@@ -82,3 +82,12 @@ def output(help_text: str) -> object:
 def deprecated(old: str, new: str) -> None:
     """Warn on stderr that an old spelling still works for this release only."""
     typer.echo(f"vmrnn: warning: {old} is deprecated and will be removed in the next release; use {new}", err=True)
+
+
+def apply_shared(threads: int | None, quiet: bool) -> None:
+    """Apply the options every command shares: the thread budget and the progress reports."""
+    from vmrnn_cli.progress import set_quiet
+    from vmrnn_cli.runtime import set_threads
+
+    set_threads(threads)
+    set_quiet(quiet)

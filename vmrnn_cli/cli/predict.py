@@ -20,6 +20,7 @@ from vmrnn_cli.cli.flags import (
     Threads,
     TimeFormat,
     Var,
+    apply_shared,
     output,
 )
 from vmrnn_cli.options import FORMATS, PredictOptions, ReadOptions, parse_int_list
@@ -82,11 +83,7 @@ def command(
     quiet: Quiet = False,
 ) -> None:
     """Forecast the next --horizon frames of a whole scene as georeferenced rasters; prints the paths written."""
-    from vmrnn_cli.progress import set_quiet
-    from vmrnn_cli.runtime import set_threads
-
-    set_threads(threads)
-    set_quiet(quiet)
+    apply_shared(threads, quiet)
     import json
 
     from vmrnn_cli.forecast.predict import predict as run_predict

@@ -7,7 +7,19 @@ from typing import Annotated
 
 import typer
 
-from vmrnn_cli.cli.flags import Bands, Freq, Overwrite, Quiet, Regrid, Threads, TimeFormat, Var, deprecated, output
+from vmrnn_cli.cli.flags import (
+    Bands,
+    Freq,
+    Overwrite,
+    Quiet,
+    Regrid,
+    Threads,
+    TimeFormat,
+    Var,
+    apply_shared,
+    deprecated,
+    output,
+)
 from vmrnn_cli.options import PrepareOptions, ReadOptions, parse_int_list, parse_split
 
 
@@ -49,11 +61,7 @@ def command(
     quiet: Quiet = False,
 ) -> None:
     """Turn rasters into a normalised, chunked, georeferenced Zarr cube with a train/val/test window index."""
-    from vmrnn_cli.progress import set_quiet
-    from vmrnn_cli.runtime import set_threads
-
-    set_threads(threads)
-    set_quiet(quiet)
+    apply_shared(threads, quiet)
     from vmrnn_cli.data.prepare import prepare as run_prepare
 
     if patch_size is not None:

@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from vmrnn_cli.cli.flags import Device, Quiet, Threads, output
+from vmrnn_cli.cli.flags import Device, Quiet, Threads, apply_shared, output
 from vmrnn_cli.options import ARCHS, TrainConfig, parse_int_list
 
 
@@ -115,11 +115,7 @@ def command(
     quiet: Quiet = False,
 ) -> None:
     """Train VMRNN on a prepared cube; Ctrl-C/SIGTERM checkpoint and stop, --resume continues."""
-    from vmrnn_cli.progress import set_quiet
-    from vmrnn_cli.runtime import set_threads
-
-    set_threads(threads)
-    set_quiet(quiet)
+    apply_shared(threads, quiet)
     from vmrnn_cli.options import TRAIN_KEYS
     from vmrnn_cli.training.interrupt import Interrupted
     from vmrnn_cli.training.loop import train as run_train
