@@ -11,6 +11,7 @@ import torch
 import xarray as xr
 
 from vmrnn_cli.capacity import available_memory, check_batch_fits, free_disk, human
+from vmrnn_cli.data.cube import CubeSpec
 from vmrnn_cli.data.grid import Grid
 from vmrnn_cli.data.timeaxis import check_steps, iso_time, on_regular_axis, valid_times
 from vmrnn_cli.errors import OptionError, VmrnnError
@@ -69,11 +70,53 @@ def predict(checkpoint: Path, inputs: list[str], output: Path, options: PredictO
 def _predict(checkpoint: Path, inputs: list[str], output: Path, fmt: str, options: PredictOptions) -> PredictSummary:
     ckpt = load_checkpoint(checkpoint)
     spec = ckpt.spec
-    tile = spec.window
     context = spec.input_frames if options.context is None else options.context
-    overlap = tile // 4 if options.overlap is None else options.overlap
-    if overlap >= tile:
-        raise OptionError("overlap", f"must be between 0 and {tile - 1} (the tile is {tile} pixels), got {overlap}")
+    overlap = spec.window // 4 if options.overlap is None else options.overlap
+    if overlap >= spec.window:
+        raise OptionError(
+            "overlap", f"must be between 0 and {spec.window - 1} (the tile is {spec.window} pixels), got {overlap}"
+        )
+    da, step = _scene(inputs, spec, context, output, options)
+    frames = _read_context(da, context)
+    dev = pick_device(options.device)
+    scene = scene_on(frames, options.horizon, dev)
+    if scene.isnan().all():
+        raise VmrnnError(f"{describe_inputs(inputs)}: the last {context} frames hold no valid pixel")
+    forecast, batch_size = _forecast(ckpt, scene, options.horizon, spec.window, overlap, options.batch_size, dev)
+    unfinished = int((~np.isfinite(forecast) & np.isfinite(frames).any(axis=0)).sum())
+    if unfinished:
+        raise VmrnnError(
+            f"{ckpt.path}: the forecast is not finite at {unfinished} value(s) where the context has "
+            "data; nothing was written"
+        )
+    times = valid_times(da["time"].values, options.horizon, spec.time_step_seconds, step)
+    fill = da.attrs.get("source_nodata")
+    fill = spec.nodata if fill is None or np.isnan(fill) else fill
+    reference = da["time"].values[-1]
+    paths = get_writer(fmt)(
+        _as_output(forecast, times, da, spec, fmt), output, fill, reference, overwrite=options.overwrite
+    )
+    (height, width), tile = Grid.of(da).shape, spec.window
+    return PredictSummary(
+        paths=paths,
+        format=fmt,
+        checkpoint=ckpt.path,
+        horizon=options.horizon,
+        context=context,
+        reference_time=iso_time(reference),
+        valid_times=[iso_time(t) for t in times],
+        crs=da.rio.crs.to_string(),
+        shape=(da.sizes["band"], height, width),
+        tiles=len(tile_starts(max(height, tile), tile, overlap)) * len(tile_starts(max(width, tile), tile, overlap)),
+        batch_size=batch_size,
+    )
+
+
+def _scene(
+    inputs: list[str], spec: CubeSpec, context: int, output: Path, options: PredictOptions
+) -> tuple[xr.DataArray, str | None]:
+    """The input series (lazy) and its time step, once everything about it is checked: the model applies to its
+    grid and bands, it has the context frames one step apart, and the forecast fits memory and disk."""
     source = describe_inputs(inputs)
     da = read_rasters(inputs, options.read)
     step = options.read.freq or spec.freq
@@ -90,48 +133,23 @@ def _predict(checkpoint: Path, inputs: list[str], output: Path, fmt: str, option
         )
     if step is not None:
         check_steps(da["time"].values[-context:], step, source)
-    bands, (height, width) = da.sizes["band"], grid.shape
-    check_sizes(output, options.horizon, context, bands, height, width, options.batch_size, tile)
-    frames = _read_context(da, context)
-    dev = pick_device(options.device)
-    scene = scene_on(frames, options.horizon, dev)
-    if scene.isnan().all():
-        raise VmrnnError(f"{source}: the last {context} frames hold no valid pixel")
-    forecast, batch_size = _forecast(ckpt, scene, options.horizon, tile, overlap, options.batch_size, dev)
-    observed = np.isfinite(frames).any(axis=0)
-    unfinished = int((~np.isfinite(forecast) & observed).sum())
-    if unfinished:
-        raise VmrnnError(
-            f"{ckpt.path}: the forecast is not finite at {unfinished} value(s) where the context has "
-            "data; nothing was written"
-        )
-    times = valid_times(da["time"].values, options.horizon, spec.time_step_seconds, step)
+    check_sizes(output, options.horizon, context, da.sizes["band"], *grid.shape, options.batch_size, spec.window)
+    return da, step
+
+
+def _as_output(forecast: np.ndarray, times: np.ndarray, da: xr.DataArray, spec: CubeSpec, fmt: str) -> xr.DataArray:
+    """The forecast as a georeferenced (time, band, y, x) DataArray on the input's grid; NetCDF and Zarr keep the
+    input's axis order, GeoTIFFs are north-up."""
     result = xr.DataArray(
         forecast,
         dims=("time", "band", "y", "x"),
         coords={"time": times, "band": spec.band_names, "y": da["y"].values, "x": da["x"].values},
     )
-    result = grid.attach(result)
-    if fmt != "cog" and da.attrs.get("flipped_axes"):  # NetCDF/Zarr keep the input's axis order; GeoTIFFs north-up
+    result = Grid.of(da).attach(result)
+    if fmt != "cog" and da.attrs.get("flipped_axes"):
         result = result.isel({dim: slice(None, None, -1) for dim in da.attrs["flipped_axes"]})
         result = result.rio.write_transform(result.rio.transform(recalc=True))
-    fill = da.attrs.get("source_nodata")
-    fill = spec.nodata if fill is None or np.isnan(fill) else fill
-    reference = da["time"].values[-1]
-    paths = get_writer(fmt)(result, output, fill, reference, overwrite=options.overwrite)
-    return PredictSummary(
-        paths=paths,
-        format=fmt,
-        checkpoint=ckpt.path,
-        horizon=options.horizon,
-        context=context,
-        reference_time=iso_time(reference),
-        valid_times=[iso_time(t) for t in times],
-        crs=da.rio.crs.to_string(),
-        shape=(bands, height, width),
-        tiles=len(tile_starts(max(height, tile), tile, overlap)) * len(tile_starts(max(width, tile), tile, overlap)),
-        batch_size=batch_size,
-    )
+    return result
 
 
 def check_sizes(
