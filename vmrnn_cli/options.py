@@ -27,6 +27,7 @@ ARCHS = ("vmrnn-b", "vmrnn-d")
 DEVICES = ("auto", "cpu", "cuda")
 PARTS = ("train", "val", "test")
 FORMATS = ("cog", "netcdf", "zarr")
+OUTPUT_ACTIVATIONS = ("identity", "sigmoid")
 ARCH_DEFAULTS = {"vmrnn-b": {"patch_size": 4, "depths": [12]}, "vmrnn-d": {"patch_size": 2, "depths": [2, 2]}}
 
 
@@ -37,6 +38,11 @@ def _positive_int(name: str, value: Any, allow_none: bool = False, minimum: int 
     if not isinstance(value, int) or isinstance(value, bool) or value < minimum:
         kind = "a positive integer" if minimum == 1 else f"an integer >= {minimum}"
         raise OptionError(name, f"must be {kind}, got {value!r}")
+
+
+def _is_number(value: Any) -> bool:
+    """An int or float (not a bool)."""
+    return isinstance(value, int | float) and not isinstance(value, bool)
 
 
 def _one_of(name: str, value: Any, choices: tuple[str, ...]) -> None:
@@ -182,6 +188,12 @@ class TrainConfig:
     on where they can run (one CUDA GPU, one process, no compile). grad_checkpoint, cuda_graphs and compile
     change how a step runs (memory, speed), not what it computes; checkpoint_every (minutes) how often last.pt
     is written inside an epoch.
+
+    The recipe: AdamW at peak `lr` with decoupled `weight_decay` on the weight matrices and kernels only (never on
+    biases, norms or the SSM's A_logs, Ds and dt bias; vmrnn_cli.training.recipe), stochastic depth `drop_path`
+    (vmrnn-b: every block's rate; vmrnn-d: rates from 0 up to it over each path's blocks) and the output head:
+    "identity" on standardised data, or "sigmoid", which trains on the cube's own values and so needs them all
+    within [0, 1].
     """
 
     arch: str = "vmrnn-b"
@@ -191,6 +203,9 @@ class TrainConfig:
     epochs: int = 20
     batch_size: int = 8
     lr: float = 1e-3
+    weight_decay: float = 0.05
+    drop_path: float = 0.0
+    output_activation: str = "identity"
     device: str = "auto"
     seed: int = 0
     workers: int | None = None
@@ -203,6 +218,7 @@ class TrainConfig:
         """Check every value (OptionError naming the first bad one) and fill in the architecture's defaults."""
         _one_of("arch", self.arch, ARCHS)
         _one_of("device", self.device, DEVICES)
+        _one_of("output_activation", self.output_activation, OUTPUT_ACTIVATIONS)
         defaults = ARCH_DEFAULTS[self.arch]
         depths = defaults["depths"] if self.depths is None else self.depths
         depths = [depths] if isinstance(depths, int) else list(depths)
@@ -221,6 +237,10 @@ class TrainConfig:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int | float) or not 0 < value < math.inf:
                 raise OptionError(name, f"must be a positive number, got {value!r}")
+        if not _is_number(self.weight_decay) or not 0 <= self.weight_decay < math.inf:
+            raise OptionError("weight_decay", f"must be a number >= 0, got {self.weight_decay!r}")
+        if not _is_number(self.drop_path) or not 0 <= self.drop_path < 1:
+            raise OptionError("drop_path", f"must be a number in [0, 1), got {self.drop_path!r}")
         _positive_int("workers", self.workers, allow_none=True, minimum=0)
         _boolean("grad_checkpoint", self.grad_checkpoint)
         _boolean("cuda_graphs", self.cuda_graphs, allow_none=True)
@@ -231,20 +251,26 @@ class TrainConfig:
                 "depths": depths,
                 "patch_size": patch,
                 "lr": float(self.lr),
+                "weight_decay": float(self.weight_decay),
+                "drop_path": float(self.drop_path),
                 "checkpoint_every": float(self.checkpoint_every),
             }
         )
 
     def model_config(self) -> dict[str, Any]:
-        """The architecture and constructor kwargs stored in the checkpoint (identity head: standardised data)."""
+        """The architecture and constructor kwargs stored in the checkpoint; drop_path only where it is not 0 (the
+        models' default), so that a run without it stores the same model config as before the option existed."""
         depths: int | list[int] = self.depths[0] if self.arch == "vmrnn-b" else list(self.depths)
-        return {
+        config: dict[str, Any] = {
             "arch": self.arch,
             "patch_size": self.patch_size,
             "embed_dim": self.embed_dim,
             "depths": depths,
-            "output_activation": "identity",
+            "output_activation": self.output_activation,
         }
+        if self.drop_path:
+            config["drop_path"] = self.drop_path
+        return config
 
 
 TRAIN_KEYS = tuple(f.name for f in fields(TrainConfig))

@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 
 from vmrnn_cli.cli.flags import Device, Quiet, Threads, apply_shared, output
-from vmrnn_cli.options import ARCHS, TrainConfig, parse_int_list
+from vmrnn_cli.options import ARCHS, OUTPUT_ACTIVATIONS, TrainConfig, parse_int_list
 
 
 def command(
@@ -48,10 +48,35 @@ def command(
         float,
         typer.Option(
             "--lr",
-            help="Peak AdamW learning rate (weight decay 0.05; linear warm-up over the first 5% of steps, then "
-            "cosine decay to 0).",
+            help="Peak AdamW learning rate (linear warm-up over the first 5% of steps, then cosine decay to 0).",
         ),
     ] = TrainConfig.lr,
+    weight_decay: Annotated[
+        float,
+        typer.Option(
+            "--weight-decay",
+            help="AdamW's decoupled weight decay, on weight matrices and kernels only: never on biases, norms or the "
+            "SSM's A_logs, Ds and dt bias (0: plain Adam).",
+        ),
+    ] = TrainConfig.weight_decay,
+    drop_path: Annotated[
+        float,
+        typer.Option(
+            "--drop-path",
+            help="Stochastic depth in [0, 1): a block's chance of skipping its SS2D branch, per sample, in training "
+            "(vmrnn-b: every block; vmrnn-d: from 0 up to it over each path's blocks). Off in predict and evaluate.",
+        ),
+    ] = TrainConfig.drop_path,
+    output_activation: Annotated[
+        str,
+        typer.Option(
+            "--output-activation",
+            metavar="[" + "|".join(OUTPUT_ACTIVATIONS) + "]",
+            help="The output head: identity (on standardised data) or sigmoid, for data within [0, 1] (reflectance, "
+            "fractions, Moving-MNIST-like frames): trains on the cube's own values, not standardised, and is "
+            "refused where any value lies outside [0, 1] (checking reads the cube once).",
+        ),
+    ] = TrainConfig.output_activation,
     device: Device = "auto",
     seed: Annotated[int, typer.Option("--seed", help="Seed of the weights and the data order.")] = TrainConfig.seed,
     workers: Annotated[
