@@ -2,9 +2,11 @@
 
 One process trains on one device; under `torchrun --nproc-per-node N` every process trains on its
 share of the windows (DistributedSampler) and rank 0 alone writes the run directory. Options that
-only change how a step runs: per-frame activation checkpointing (memory), the model's forward through
-torch.compile (speed) and, on one CUDA GPU (by default there; eager with a warning where that capture fails),
-the model's forward and backward captured once as CUDA graphs and replayed every full-size step (speed).
+only change how a step runs: per-frame activation checkpointing (memory; unless `grad_checkpoint` says otherwise,
+turned on by itself, and recorded in the run's config, where the first full-size step or the CUDA-graph capture
+runs out of GPU memory), the model's forward through torch.compile (speed) and, on one CUDA GPU (by default there;
+eager with a warning where that capture fails), the model's forward and backward captured once as CUDA graphs and
+replayed every full-size step (speed).
 """
 
 from __future__ import annotations

@@ -1,14 +1,23 @@
-"""How a training step runs, not what it computes: CUDA graphs (captured once, replayed) or torch.compile."""
+"""How a training step runs, not what it computes: CUDA graphs (captured once, replayed) or torch.compile, and
+activation checkpointing turned on where a step does not fit in GPU memory."""
 
 from __future__ import annotations
 
+import gc
 from collections.abc import Callable
+from typing import TYPE_CHECKING, TypeVar
 
 import torch
 from torch import Tensor, nn
 
 from vmrnn_cli.errors import OptionError, VmrnnError
-from vmrnn_cli.options import TrainConfig
+
+if TYPE_CHECKING:  # options imports pandas; the GPU benchmarks import this module with torch alone
+    from vmrnn_cli.options import TrainConfig
+
+T = TypeVar("T")
+DOES_NOT_FIT = "the training step does not fit in GPU memory"
+TURNED_ON = f"{DOES_NOT_FIT}; turning on --grad-checkpoint"
 
 
 class FixedHorizon(nn.Module):
@@ -64,11 +73,14 @@ def graphed_unless_failed(
 ) -> Callable[[Tensor, int], Tensor] | None:
     """graphed_forward(...); where the capture fails, an error if `cuda_graphs` asked for it, else one `warn` line
     and None: the default's graphs only speed up, and the failed warm-up changed no weight, .grad, buffer (the models
-    have none) or RNG state, so eager training goes on as without graphs."""
+    have none) or RNG state, so eager training goes on as without graphs. Out of GPU memory with activation
+    checkpointing off is raised as it is, for `fit_in_memory` to decide."""
     try:
         return graphed_forward(net, shape, horizon, device, bf16=True)  # as _forward_loss on CUDA
     except Exception as err:
-        reason = f"{type(err).__name__}: {next(iter(str(err).strip().splitlines()), '')}"
+        if isinstance(err, torch.OutOfMemoryError) and not net.checkpoint_steps:
+            raise
+        reason = _reason(err)
         if explicit:
             raise VmrnnError(
                 f"`cuda_graphs`: capturing the training step as CUDA graphs failed ({reason}); "
@@ -79,6 +91,58 @@ def graphed_unless_failed(
             "(--no-cuda-graphs skips the capture and this warning)"
         )
         return None
+
+
+def _reason(err: BaseException) -> str:
+    return f"{type(err).__name__}: {next(iter(str(err).strip().splitlines()), '')}"
+
+
+def _rng_states() -> tuple[Tensor, list[Tensor] | None]:
+    cuda = torch.cuda.get_rng_state_all() if torch.cuda.is_initialized() else None
+    return torch.get_rng_state(), cuda
+
+
+def _undo(net: nn.Module, rng: tuple[Tensor, list[Tensor] | None]) -> None:
+    """Undo what a step that ran out of memory left: its parameter gradients, the random numbers it drew, the memory
+    it held (graphed modules and autograd graphs sit in reference cycles)."""
+    for p in net.parameters():
+        p.grad = None
+    torch.set_rng_state(rng[0])
+    if rng[1] is not None:
+        torch.cuda.set_rng_state_all(rng[1])
+    gc.collect()
+    if torch.cuda.is_initialized():
+        torch.cuda.empty_cache()
+
+
+def fit_in_memory(
+    attempt: Callable[[], T], net: nn.Module, grad_checkpoint: bool | None, switched: Callable[[str], None]
+) -> T:
+    """attempt(): a training step's forward and backward, or the CUDA-graph capture that runs them, on `net`.
+
+    Where it runs out of GPU memory with net's activation checkpointing off and `grad_checkpoint` unset (None), the
+    attempt is undone (parameter gradients dropped, the CPU and CUDA RNG states put back, its memory freed),
+    checkpointing is turned on, `switched` gets the one line that says so, and the attempt runs again: the run goes
+    on as if `grad_checkpoint` had been given from the start (the attempt must change nothing else: the optimizer
+    steps after it). Out of memory otherwise is a VmrnnError: `grad_checkpoint` false refuses the switch, and with
+    checkpointing on the batch is too large."""
+    rng = _rng_states()
+    try:
+        return attempt()
+    except torch.OutOfMemoryError as err:
+        reason = _reason(err)
+    # outside the handler, so that the traceback's frames and the tensors they hold can be freed
+    _undo(net, rng)
+    if net.checkpoint_steps:
+        raise VmrnnError(f"{DOES_NOT_FIT} even with per-frame activation checkpointing ({reason}); lower `batch_size`")
+    if grad_checkpoint is False:
+        raise VmrnnError(
+            f"{DOES_NOT_FIT} with `no_grad_checkpoint` ({reason}); drop it to let vmrnn turn on activation "
+            "checkpointing (same maths, one extra forward pass), or lower `batch_size`"
+        )
+    net.checkpoint_steps = True
+    switched(TURNED_ON)
+    return fit_in_memory(attempt, net, True, switched)
 
 
 def compiled_forward(model: nn.Module, shape: tuple[int, ...], horizon: int) -> Callable[[Tensor, int], Tensor]:

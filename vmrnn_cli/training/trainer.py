@@ -17,7 +17,8 @@ from torch.utils.data import DataLoader, DistributedSampler, Subset
 
 from vmrnn_cli.data.cube import Cube, CubeSpec
 from vmrnn_cli.data.dataset import WindowDataset
-from vmrnn_cli.options import TrainConfig
+from vmrnn_cli.io.atomic import atomic_path
+from vmrnn_cli.options import TrainConfig, to_toml
 from vmrnn_cli.progress import Steps
 from vmrnn_cli.runtime import threads, worker_threads
 from vmrnn_cli.training.checkpoint import Checkpoint, build_network, save_checkpoint
@@ -26,7 +27,7 @@ from vmrnn_cli.training.interrupt import Interrupted
 from vmrnn_cli.training.loss import masked_sse
 from vmrnn_cli.training.recipe import learning_rate, make_optimizer
 from vmrnn_cli.training.rundir import write_metrics
-from vmrnn_cli.training.step_modes import compiled_forward, graphed_unless_failed
+from vmrnn_cli.training.step_modes import TURNED_ON, compiled_forward, fit_in_memory, graphed_unless_failed
 from vmrnn_cli.training.watch import FiniteWatch
 
 
@@ -116,7 +117,7 @@ class Trainer:
         torch.manual_seed(config.seed)
         torch.set_num_threads(max(1, threads() - workers))  # the workers take one thread each
         self.net = build_network(config.model_config(), len(cube.band_names), cube.window).to(device)
-        self.net.checkpoint_steps = config.grad_checkpoint
+        self.net.checkpoint_steps = bool(config.grad_checkpoint)  # None: off until a step does not fit
         self.optimizer = make_optimizer(self.net, config.lr)
         self.model = DistributedDataParallel(self.net) if ranks.world > 1 else self.net
         self.forward: Callable[[Tensor, int], Tensor] = self.model
@@ -126,9 +127,12 @@ class Trainer:
         self.state = RunState()
         self.watch = FiniteWatch(device, ranks.world, config.lr)
         self.saved_at = time.monotonic()
+        self.fitted = 0  # the largest batch whose step ran with the optimizer's moments in memory (see _fit)
+        self.resumed = False
 
     def restore(self, ckpt: Checkpoint) -> None:
         """Continue from a checkpoint's weights, optimiser, progress and RNG state."""
+        self.resumed = True
         self.net.load_state_dict(ckpt.model)
         self.optimizer.load_state_dict(ckpt.state["optimizer"])
         self.state = RunState(**ckpt.state["progress"])
@@ -156,19 +160,70 @@ class Trainer:
         )
         self.saved_at = time.monotonic()
 
+    def switched(self, message: str) -> None:
+        """Activation checkpointing was turned on because a step did not fit in GPU memory: say so once, and record it
+        in the config that last.pt and best.pt keep (and a new run's config.toml), so that `resume` trains as this run
+        does."""
+        self.net.checkpoint_steps = True
+        if self.config.grad_checkpoint:
+            return
+        self.config.grad_checkpoint = True
+        log(self.ranks, message)
+        config_toml = self.run_dir / "config.toml"
+        if self.ranks.main and not self.resumed and config_toml.exists():  # written already: the switch came in a step
+            with atomic_path(config_toml, overwrite=True) as tmp:
+                tmp.write_text(to_toml(self.config))
+
+    def probe_memory(self) -> None:
+        """Under torchrun on CUDA, with `grad_checkpoint` unset: one forward and backward of a full batch of zeros on
+        the bare network (no DDP hooks), turning checkpointing on where it does not fit; all ranks then agree. A
+        step that runs out of memory under DDP cannot be retried: the other ranks wait in its all-reduce."""
+        cube, config = self.cube, self.config
+        shape = (config.batch_size, cube.input_frames + cube.output_frames, len(cube.band_names))
+
+        def attempt() -> None:
+            batch = torch.zeros(*shape, cube.window, cube.window, device=self.device)
+            sse, count = _forward_loss(self.net, batch, cube, self.device)
+            (sse / count.clamp(min=1)).backward()
+
+        fit_in_memory(attempt, self.net, config.grad_checkpoint, lambda message: None)
+        self.net.zero_grad(set_to_none=True)
+        if sum_ranks([float(self.net.checkpoint_steps)], self.ranks, self.device)[0] > 0:
+            self.switched(TURNED_ON)
+        torch.cuda.empty_cache()
+
+    def _fit(self, step: Callable[[], Any], batch: Tensor) -> Any:
+        """step(), through fit_in_memory until a batch this large has run with the optimizer's moments in memory
+        (they are made by the first optimizer step); afterwards, and under DDP (see probe_memory), as it is."""
+        if len(batch) <= self.fitted or self.ranks.world > 1:
+            return step()
+        moments = bool(self.optimizer.state)
+        result = fit_in_memory(step, self.net, self.config.grad_checkpoint, self.switched)
+        if moments:
+            self.fitted = len(batch)
+        return result
+
     def step_modes(self, graphs: bool) -> list[str]:
-        """Set up CUDA graphs or torch.compile for full-size steps; the modes in use, for the log."""
+        """Set up CUDA graphs or torch.compile for full-size steps (checkpointing turned on where the capture does not
+        fit in GPU memory); the modes in use, for the log."""
         cube, config = self.cube, self.config
         shape = (config.batch_size, cube.input_frames, len(cube.band_names), cube.window, cube.window)
+        if self.ranks.world > 1 and self.device.type == "cuda" and config.grad_checkpoint is None:
+            self.probe_memory()
         if graphs:
             started = time.perf_counter()
-            graphed = graphed_unless_failed(
+            graphed = fit_in_memory(
+                lambda: graphed_unless_failed(
+                    self.net,
+                    shape,
+                    cube.output_frames,
+                    self.device,
+                    config.cuda_graphs is True,
+                    lambda message: log(self.ranks, message),
+                ),
                 self.net,
-                shape,
-                cube.output_frames,
-                self.device,
-                config.cuda_graphs is True,
-                lambda message: log(self.ranks, message),
+                config.grad_checkpoint,
+                self.switched,
             )
             graphs = graphed is not None
             if graphed is not None:
@@ -219,10 +274,16 @@ class Trainer:
             lr = learning_rate(state.step, self.total_steps, config.lr)
             for group in self.optimizer.param_groups:
                 group["lr"] = lr
-            sse, count = _forward_loss(self.forward, batch.to(device, non_blocking=True), self.cube, device)
-            loss = sse / count.clamp(min=1)
-            self.optimizer.zero_grad(set_to_none=True)
-            loss.backward()
+            batch = batch.to(device, non_blocking=True)
+
+            def forward_backward(batch: Tensor = batch) -> tuple[Tensor, Tensor, Tensor]:
+                sse, count = _forward_loss(self.forward, batch, self.cube, device)
+                loss = sse / count.clamp(min=1)
+                self.optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                return sse, count, loss
+
+            sse, count, loss = self._fit(forward_backward, batch)
             self.watch.record(loss, self.net, epoch + 1, state.batch + 1)
             self.optimizer.step()
             state.step, state.batch = state.step + 1, state.batch + 1
