@@ -29,6 +29,7 @@ from vmrnn_cli.runtime import pick_device
 from vmrnn_cli.training.checkpoint import Checkpoint, load_checkpoint
 from vmrnn_cli.training.distributed import Ranks, log
 from vmrnn_cli.training.interrupt import stop_on_signals
+from vmrnn_cli.training.recipe import fit_cube_to_head
 from vmrnn_cli.training.rundir import (
     RUN_FILES,
     check_run_dir,
@@ -77,7 +78,7 @@ def _start(
         config = validated(asdict(config), config_file, set(from_file) - set(given))
     else:
         config = resolve_config(config_file, given)
-    cube = open_cube(cube_path)
+    cube = fit_cube_to_head(open_cube(cube_path), config)  # sigmoid head: the cube's own values, checked in [0, 1]
     spec = cube.spec()
     if ckpt is not None and ckpt.spec != spec:
         now, then = spec.to_json(), ckpt.spec.to_json()

@@ -25,7 +25,7 @@ from vmrnn_cli.training.checkpoint import Checkpoint, build_network, save_checkp
 from vmrnn_cli.training.distributed import Ranks, agreed_signal, log, sum_ranks
 from vmrnn_cli.training.interrupt import Interrupted
 from vmrnn_cli.training.loss import masked_sse
-from vmrnn_cli.training.recipe import learning_rate, make_optimizer
+from vmrnn_cli.training.recipe import learning_rate, make_optimizer, optimizer_state
 from vmrnn_cli.training.rundir import write_metrics
 from vmrnn_cli.training.step_modes import TURNED_ON, compiled_forward, fit_in_memory, graphed_unless_failed
 from vmrnn_cli.training.watch import FiniteWatch
@@ -118,7 +118,7 @@ class Trainer:
         torch.set_num_threads(max(1, threads() - workers))  # the workers take one thread each
         self.net = build_network(config.model_config(), len(cube.band_names), cube.window).to(device)
         self.net.checkpoint_steps = bool(config.grad_checkpoint)  # None: off until a step does not fit
-        self.optimizer = make_optimizer(self.net, config.lr)
+        self.optimizer = make_optimizer(self.net, config)  # lr, weight_decay
         self.model = DistributedDataParallel(self.net) if ranks.world > 1 else self.net
         self.forward: Callable[[Tensor, int], Tensor] = self.model
         self.sampler = DistributedSampler(train_set, ranks.world, ranks.rank, shuffle=True, seed=config.seed)
@@ -134,7 +134,7 @@ class Trainer:
         """Continue from a checkpoint's weights, optimiser, progress and RNG state."""
         self.resumed = True
         self.net.load_state_dict(ckpt.model)
-        self.optimizer.load_state_dict(ckpt.state["optimizer"])
+        self.optimizer.load_state_dict(optimizer_state(ckpt.state["optimizer"], self.net, self.optimizer))
         self.state = RunState(**ckpt.state["progress"])
         torch.set_rng_state(ckpt.state["rng_cpu"])
         if self.device.type == "cuda" and ckpt.state.get("rng_cuda") is not None:
