@@ -12,10 +12,11 @@ Training is `vmrnn train`'s on one GPU, by its own code: the network from TrainC
 checkpoint.build_network builds it), torch.manual_seed(seed) first; `recipe.make_optimizer` (AdamW, weight decay
 on weights only); the learning rate of each step from the schedule; `recipe.forward_loss` (masked MSE of every
 predicted next frame, bf16 autocast); zero_grad, backward, step; forward and backward captured once as CUDA
-graphs by `step_modes.graphed_forward`. Data are standardised by their mean and std (estimated from 256 training
-sequences, as `vmrnn prepare` does over its train part) for the identity head, and given as they are, in [0, 1],
-to the sigmoid head (`recipe.fit_cube_to_head`). Scoring is `vmrnn evaluate`'s rollout (eval mode, no grad, bf16
-autocast: `rollout.rollout_on_device`), outputs mapped back to [0, 1] units.
+graphs by `step_modes.graphed_unless_failed` (eager after one warning where the capture fails). Data are
+standardised by their mean and std (estimated from 256 training sequences, as `vmrnn prepare` does over its train
+part) for the identity head, and given as they are, in [0, 1], to the sigmoid head (`recipe.fit_cube_to_head`).
+Scoring is `vmrnn evaluate`'s rollout (eval mode, no grad, bf16 autocast: `rollout.rollout_on_device`), outputs
+mapped back to [0, 1] units.
 
 Recipes (--recipe; --lr, --weight-decay, --drop-path, --output-activation and --schedule override either):
 - ours: TrainConfig's defaults (AdamW lr 1e-3, weight decay 0.05, drop path 0, identity head on standardised
@@ -67,7 +68,7 @@ from models import build_model  # noqa: E402
 from vmrnn_cli.forecast.rollout import rollout_on_device  # noqa: E402
 from vmrnn_cli.options import TrainConfig  # noqa: E402
 from vmrnn_cli.training.recipe import forward_loss, learning_rate, make_optimizer  # noqa: E402
-from vmrnn_cli.training.step_modes import graphed_forward  # noqa: E402
+from vmrnn_cli.training.step_modes import graphed_unless_failed  # noqa: E402
 
 INPUT = OUTPUT = 10
 METRICS = ("mse", "mae", "ssim", "psnr")
@@ -199,10 +200,15 @@ class Trainer:
         self.forward = self.net
         shape = (config.batch_size, INPUT, 1, SIZE, SIZE)
         self.capture_s = 0.0
-        if graphs:
+        self.graphs = False
+        if graphs:  # as vmrnn train: where the capture fails, one warning and eager steps
             started = time.perf_counter()
-            self.forward = graphed_forward(self.net, shape, OUTPUT, device, bf16=True)
+            graphed = graphed_unless_failed(
+                self.net, shape, OUTPUT, device, False, lambda line: print(line, flush=True)
+            )
             self.capture_s = time.perf_counter() - started
+            self.graphs = graphed is not None
+            self.forward = graphed or self.net
         self.step, self.total = 0, 1
         self.running = torch.zeros(2, dtype=torch.float64, device=device)
 
@@ -298,14 +304,15 @@ def metric_cells(m: dict[str, float]) -> list[str]:
 def describe(run: Run) -> str:
     c = run.config
     head = "identity head on standardised data" if c["output_activation"] == "identity" else "sigmoid head on [0, 1]"
+    decay = f"weight decay {c['weight_decay']:g} on weights" if c["weight_decay"] else "no weight decay (Adam)"
     schedule = {
         "cosine": f"warm-up + cosine over {run.total_steps} steps",
         "constant": "constant learning rate",
         "openstl": "openstl per-epoch cosine",
     }[run.schedule]
     return (
-        f"recipe {run.recipe}: AdamW lr {c['lr']:g}, weight decay {c['weight_decay']:g} (weights only), drop path "
-        f"{c['drop_path']:g}, {head}, {schedule}; VMRNN-D embed {c['embed_dim']} depths "
+        f"recipe {run.recipe}: AdamW lr {c['lr']:g}, {decay}, drop path {c['drop_path']:g}, {head}, {schedule}; "
+        f"VMRNN-D embed {c['embed_dim']} depths "
         f"{','.join(map(str, c['depths']))} patch {c['patch_size']}, batch {c['batch_size']}, {run.step_mode}, "
         f"{run.device}"
     )
@@ -327,7 +334,9 @@ def train_recipe(args: argparse.Namespace, recipe: str, digits: dict[str, np.nda
         asdict(config),
         schedule,
         torch.cuda.get_device_name(device) if device.type == "cuda" else "CPU",
-        "bf16 autocast + CUDA graphs" if graphs else ("bf16 autocast, eager" if device.type == "cuda" else "fp32"),
+        "bf16 autocast + CUDA graphs"
+        if trainer.graphs
+        else ("bf16 autocast, eager" if device.type == "cuda" else "fp32"),
         {"mean": scale[0], "std": scale[1]},
     )
     report["runs"].append(run)
