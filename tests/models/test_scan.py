@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib.util
 import inspect
+import math
 
 import pytest
 import torch
@@ -75,6 +76,74 @@ def test_torch_scan_matches_reference(shape, chunk_size):
 def test_torch_scan_exact_for_fast_decay(step):
     """Steps with |dt*A| far beyond exp's float32 range force one-step sub-chunks: still exact."""
     assert_matches_reference(selective_scan_torch, make_inputs(2, 8, 45, 4, 2, step=step), chunk_size=16)
+
+
+def make_decay_inputs(
+    batch: int, dim: int, length: int, n: int, groups: int, decay: float, spread: bool, seed: int = 0
+):
+    """Scan inputs whose per-step decay dt * |A| is `decay`: every state's (A = -1, softplus(delta + bias) =
+    decay up to a +-10% jitter of delta) or, with `spread`, the states' median (|A| log-normal, so the largest
+    step is ~30x the median)."""
+    inputs = make_inputs(batch, dim, length, n, groups, seed=seed)
+    gen = torch.Generator().manual_seed(seed + 1)
+    dt = torch.full((dim,), decay)
+    with torch.no_grad():
+        inputs["delta_bias"].copy_(dt + torch.log(-torch.expm1(-dt)))
+        bias = inputs["delta_bias"][:, None]
+        # softplus' slope is sigmoid: this delta moves dt by ~10% of itself
+        inputs["delta"].copy_(0.1 * torch.randn(batch, dim, length, generator=gen) * dt[:, None] / torch.sigmoid(bias))
+        inputs["A"].copy_(-torch.exp(torch.randn(dim, n, generator=gen)) if spread else -torch.ones(dim, n))
+    return inputs
+
+
+DECAYS = [1e-3, 1e-2, 0.1, 0.3, 1.0, 3.0, 10.0]
+
+
+@pytest.mark.parametrize("spread", [False, True], ids=["uniform", "spread"])
+@pytest.mark.parametrize("decay", DECAYS)
+def test_torch_scan_matches_reference_across_decays(decay, spread):
+    """Output and every gradient (u, delta, A, B, C, D, z, delta_bias) within float32 rounding of the reference
+    at per-step decays dt*|A| from 1e-3 to 10, over several chunks (chunk 64, L 150, groups 2): the sub-chunk
+    length then ranges from 32 steps down to 9 (uniform) or 1 (spread)."""
+    inputs = make_decay_inputs(2, 8, 150, 8, 2, decay, spread)
+    assert_matches_reference(selective_scan_torch, inputs, chunk_size=64)
+
+
+@pytest.mark.parametrize("decay", [30.0, 100.0, 1e4])
+def test_torch_scan_finite_and_exact_for_huge_decays(decay):
+    """Decays far past e^-88 (float32's smallest normal): the state is as good as reset each step; no NaN or
+    inf, and the reference's values and gradients."""
+    inputs = make_decay_inputs(1, 6, 40, 4, 1, decay, spread=False)
+    assert_matches_reference(selective_scan_torch, inputs, chunk_size=16)
+    y, grads = run(selective_scan_torch, inputs, chunk_size=16)
+    assert all(torch.isfinite(t).all() for t in (y, *grads))
+
+
+@pytest.mark.parametrize("step", [0.0, 1e-3, 0.5, 2.5, 2.6, 3.0, 10.0, 40.0, 41.0, math.inf])
+def test_subchunk_length_keeps_factors_in_range(step):
+    """The sub-chunk's factors e^{P}, e^{-P} stay within e^{+-_MAX_EXPONENT}: sub is 32 up to a step of 2.5,
+    then 2 * floor(40 / step) + 1 (27 at 3, 9 at 10), and 1 past 40 (or when a step is not finite), which needs
+    no factors."""
+    dt = torch.full((1, 1, 2, 64), step)
+    A = -torch.ones(1, 2, 4)
+    sub = torch_scan._subchunk_length(dt, A)
+    expected = 32 if step <= 2.5 else 2 * int(40 / step) + 1 if math.isfinite(step) else 1
+    assert sub == expected
+    chunk = torch_scan._Chunk(torch.randn(1, 1, 2, 64), dt, A, torch.randn(1, 1, 4, 64), sub)
+    if sub > 1:
+        bound = math.exp(torch_scan._MAX_EXPONENT) * (1 + 1e-5)
+        assert chunk.grow.max() <= bound and chunk.shrink.max() <= bound
+    else:  # one-step sub-chunks use the decays themselves
+        assert chunk.grow is None and torch.isfinite(chunk.head).all()
+
+
+def test_torch_scan_under_bf16_autocast_stays_float32():
+    """Under CPU bf16 autocast the scan's sums stay float32: the same result as without autocast."""
+    inputs = make_inputs(1, 8, 70, 4, 2, seed=4)
+    expected = selective_scan_torch(**inputs, delta_softplus=True, chunk_size=32)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        got = selective_scan_torch(**inputs, delta_softplus=True, chunk_size=32)
+    assert got.dtype == torch.float32 and rel_err(got, expected) < 1e-6
 
 
 def test_torch_scan_long_sequence_several_chunks():
