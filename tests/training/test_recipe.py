@@ -231,10 +231,6 @@ def test_trained_run_records_the_recipe(tiny_run, tmp_path) -> None:
     assert [m.p for m in net.modules() if isinstance(m, DropPath)] == [0.25]
 
 
-WIRING = "needs trainer.py's make_optimizer(self.net, config) and loop.py's fit_cube_to_head (drop once they land)"
-
-
-@pytest.mark.xfail(reason=WIRING, strict=False)
 def test_trained_run_uses_the_weight_decay(tiny_run, tmp_path) -> None:
     given = {"embed_dim": 8, "depths": [1], "batch_size": 8, "device": "cpu", "epochs": 1, "weight_decay": 0.125}
     train(tiny_run.cube, tmp_path / "run", given=given)
@@ -266,7 +262,6 @@ def test_sigmoid_head_trains_on_the_cubes_own_values(tiny_run) -> None:
         fit_cube_to_head(replace(cube, data=unit.data + 1e-3), sigmoid)  # just above 1
 
 
-@pytest.mark.xfail(reason=WIRING, strict=False)
 def test_sigmoid_run_on_unit_data_end_to_end(tmp_path) -> None:
     tifs = synthetic.make_geotiff_series(tmp_path / "tifs", n_frames=15, height=16, width=16, n_blobs=0)
     cube = tmp_path / "cube.zarr"
@@ -282,7 +277,6 @@ def test_sigmoid_run_on_unit_data_end_to_end(tmp_path) -> None:
     assert isinstance(last.build_model().activation, torch.nn.Sigmoid)
 
 
-@pytest.mark.xfail(reason=WIRING, strict=False)
 def test_sigmoid_refused_on_data_outside_the_unit_range(cli, tiny_run, tmp_path) -> None:
     code, out, err = cli(["train", tiny_run.cube, "-o", tmp_path / "run", "--output-activation", "sigmoid",
                           "--embed-dim", "8", "--depths", "1", "--device", "cpu"])  # fmt: skip
