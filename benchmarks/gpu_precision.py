@@ -35,6 +35,7 @@ from torch import Tensor
 HERE = Path(__file__).resolve().parent
 sys.path[:0] = [str(HERE.parent), str(HERE)]
 from gpu_train import CONFIGS, release_memory  # noqa: E402
+
 from models import build_model  # noqa: E402
 from models.scan import BACKENDS, resolve_backend  # noqa: E402
 from vmrnn_cli.options import DEVICES, read_toml  # noqa: E402

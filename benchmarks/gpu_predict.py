@@ -31,15 +31,15 @@ from rasterio.crs import CRS
 from rasterio.transform import from_origin
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from vmrnn_cli.data.cube import CubeSpec  # noqa: E402
-from vmrnn_cli.forecast import predict as predict_module  # noqa: E402
-from vmrnn_cli.forecast.predict import _forecast, predict, scene_on  # noqa: E402
-from vmrnn_cli.forecast.rollout import rollout_on_device  # noqa: E402
-from vmrnn_cli.forecast.tiling import tile_starts  # noqa: E402
-from vmrnn_cli.io.readers import read_rasters  # noqa: E402
-from vmrnn_cli.io.writers import Writer, get_writer  # noqa: E402
-from vmrnn_cli.options import PredictOptions, TrainConfig  # noqa: E402
-from vmrnn_cli.training.checkpoint import Checkpoint, build_network, load_checkpoint, save_checkpoint  # noqa: E402
+from vmrnn_cli.data.cube import CubeSpec
+from vmrnn_cli.forecast import predict as predict_module
+from vmrnn_cli.forecast.predict import _forecast, predict, scene_on
+from vmrnn_cli.forecast.rollout import rollout_on_device
+from vmrnn_cli.forecast.tiling import tile_starts
+from vmrnn_cli.io.readers import read_rasters
+from vmrnn_cli.io.writers import Writer, get_writer
+from vmrnn_cli.options import PredictOptions, TrainConfig
+from vmrnn_cli.training.checkpoint import Checkpoint, build_network, load_checkpoint, save_checkpoint
 
 FRAMES, HORIZON, WINDOW, RES = 10, 10, 64, 10.0
 CRS_NAME, NODATA = "EPSG:32633", -9999.0
@@ -63,8 +63,13 @@ def make_checkpoint(path: Path, size: int) -> Checkpoint:
         "patch_size": WINDOW,
     }
     net = build_network(config.model_config(), 1, WINDOW)
-    ckpt = Checkpoint(net.state_dict(), {"train": asdict(config), "model": config.model_config()},
-                      np.array([0.4]), np.array([0.2]), CubeSpec.from_json(geo))
+    ckpt = Checkpoint(
+        net.state_dict(),
+        {"train": asdict(config), "model": config.model_config()},
+        np.array([0.4]),
+        np.array([0.2]),
+        CubeSpec.from_json(geo),
+    )
     save_checkpoint(ckpt, path)
     return ckpt
 
@@ -195,13 +200,21 @@ def main() -> None:
         tiled = "-"
         if size <= args.split_max:
             start = time.perf_counter()
-            _forecast(load_checkpoint(ckpt_path), scene_on(frames, HORIZON, device), HORIZON, WINDOW, WINDOW // 4,
-                      batch, device)
+            _forecast(
+                load_checkpoint(ckpt_path),
+                scene_on(frames, HORIZON, device),
+                HORIZON,
+                WINDOW,
+                WINDOW // 4,
+                batch,
+                device,
+            )
             tiled = f"{time.perf_counter() - start:.1f}"
         del frames
         torch.cuda.synchronize()
         start = time.perf_counter()
-        summary = predict(ckpt_path, paths, run / "forecast", PredictOptions(horizon=HORIZON, device="cuda"))  # default batch, as users run it
+        # the default tile batch, as users run it
+        summary = predict(ckpt_path, paths, run / "forecast", PredictOptions(horizon=HORIZON, device="cuda"))
         total = time.perf_counter() - start
         assert len(summary.paths) == HORIZON
         print(

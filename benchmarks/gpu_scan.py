@@ -16,17 +16,19 @@ import json
 import math
 import time
 from dataclasses import asdict, replace
+from functools import partial
 from pathlib import Path
 
 import torch
 import triton
+from gpu_ss2d import SHAPES as SS2D_SHAPES
+from gpu_ss2d import N
+from mamba_local import MAMBA_SRC, mamba_kernel  # also puts the repository root on sys.path
 from triton.testing import do_bench
 
-from gpu_ss2d import N, SHAPES as SS2D_SHAPES
-from mamba_local import MAMBA_SRC, mamba_kernel  # also puts the repository root on sys.path
+from models.scan import ScanInputs, triton_scan
 from models.scan.reference import selective_scan_reference
 from models.scan.torch_scan import selective_scan_torch
-from models.scan import ScanInputs, triton_scan
 
 # name, batch, channels (4 directions x d_inner), L (tokens), groups (directions): SS2D as the models call it
 SHAPES = [(name, batch, 4 * dim, height * width, 4) for name, batch, height, width, dim in SS2D_SHAPES]
@@ -115,9 +117,9 @@ def sweep(shape) -> list[dict]:
     rows = []
     for cfg in SWEEP:
         _, hstart = triton_scan.launch_forward(args, cfg)
-        f = do_bench(lambda: triton_scan.launch_forward(args, cfg), warmup=10, rep=60, return_mode="median")
-        b = do_bench(lambda: triton_scan.launch_backward(args, hstart, dout, cfg), warmup=10, rep=60,
-                     return_mode="median")
+        f = do_bench(partial(triton_scan.launch_forward, args, cfg), warmup=10, rep=60, return_mode="median")
+        backward = partial(triton_scan.launch_backward, args, hstart, dout, cfg)
+        b = do_bench(backward, warmup=10, rep=60, return_mode="median")
         rows.append({"config": asdict(cfg), "fwd_ms": f, "bwd_ms": b})
         print(f"  {shape[0]:38s} {cfg} fwd {f:.4f} ms bwd {b:.4f} ms", flush=True)
     return rows

@@ -22,13 +22,14 @@ import json
 import math
 import time
 from dataclasses import asdict, replace
+from functools import partial
 from pathlib import Path
 
 import torch
 import triton
+from mamba_local import MAMBA_SRC, mamba_kernel  # also puts the repository root on sys.path
 from triton.testing import do_bench
 
-from mamba_local import MAMBA_SRC, mamba_kernel  # also puts the repository root on sys.path
 from models.scan import selective_scan, triton_ss2d
 from models.ss2d import ss2d_scan_plain, to_scan_order
 
@@ -121,11 +122,13 @@ def sweep(shape) -> list[str]:
     lines = []
     for kind, cfg in cases:
         if kind == "fwd":
-            ms = do_bench(lambda: triton_ss2d.launch_forward(*args, True, cfg), warmup=10, rep=60, return_mode="median")
+            ms = do_bench(
+                partial(triton_ss2d.launch_forward, *args, True, cfg), warmup=10, rep=60, return_mode="median"
+            )
         else:
             _, hstart = triton_ss2d.launch_forward(*args, True, cfg)
-            ms = do_bench(lambda: triton_ss2d.launch_backward(*args, hstart, dout, cfg), warmup=10, rep=60,
-                          return_mode="median")
+            backward = partial(triton_ss2d.launch_backward, *args, hstart, dout, cfg)
+            ms = do_bench(backward, warmup=10, rep=60, return_mode="median")
         lines.append(f"  {shape[0]:38s} {kind:15s} {cfg}: {ms:.4f} ms")
     return lines
 

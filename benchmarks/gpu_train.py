@@ -27,8 +27,8 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-
 from mamba_local import MAMBA_SRC, ROOT, mamba_kernel  # also puts the repository root on sys.path
+
 from models import build_model
 from models.scan import triton_ss2d
 from vmrnn_cli.training.step_modes import compiled_forward, graphed_forward

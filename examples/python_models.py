@@ -21,7 +21,7 @@ def moving_squares(batch: int, frames: int, size: int, generator: torch.Generato
     for b in range(batch):
         for t in range(frames):
             y, x = ((start[b] + step[b] * t) % (size - 6)).tolist()
-            out[b, t, 0, y:y + 6, x:x + 6] = 1.0
+            out[b, t, 0, y : y + 6, x : x + 6] = 1.0
     return out
 
 
@@ -35,8 +35,14 @@ def main() -> None:
     generator = torch.Generator().manual_seed(0)
     context, horizon = 4, 4
     # A small VMRNN-B; the paper's TaxiBJ preset is VMRNN_B(2, (32, 32), patch_size=4, embed_dim=128, depths=12).
-    model = VMRNN_B(in_channels=1, img_size=(args.size, args.size), patch_size=4, embed_dim=32, depths=2,
-                    output_activation="sigmoid")
+    model = VMRNN_B(
+        in_channels=1,
+        img_size=(args.size, args.size),
+        patch_size=4,
+        embed_dim=32,
+        depths=2,
+        output_activation="sigmoid",
+    )
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=2e-3)
 
     for step in range(args.steps):
@@ -54,10 +60,12 @@ def main() -> None:
     clip = moving_squares(16, context + horizon, args.size, generator)
     with torch.no_grad():
         forecast = model(clip[:, :context], horizon)[:, -horizon:]  # the last `horizon` outputs are the forecast
-    persistence = clip[:, context - 1:context].expand_as(forecast)
+    persistence = clip[:, context - 1 : context].expand_as(forecast)
     truth = clip[:, context:]
-    print(f"forecast {tuple(forecast.shape)}: mse {torch.mean((forecast - truth) ** 2):.4f}, "
-          f"persistence mse {torch.mean((persistence - truth) ** 2):.4f}")
+    print(
+        f"forecast {tuple(forecast.shape)}: mse {torch.mean((forecast - truth) ** 2):.4f}, "
+        f"persistence mse {torch.mean((persistence - truth) ** 2):.4f}"
+    )
 
 
 if __name__ == "__main__":
