@@ -185,7 +185,8 @@ class TrainConfig:
 
     depths/patch_size of None mean the architecture's default (see ARCH_DEFAULTS); workers of None
     means 4 DataLoader workers on CUDA and 0 (load in the main process) on CPU; cuda_graphs of None means
-    on where they can run (one CUDA GPU, one process, no compile). grad_checkpoint, cuda_graphs and compile
+    on where they can run (one CUDA GPU, one process, no compile); grad_checkpoint of None means off until a training
+    step does not fit in GPU memory, then on (with one line saying so). grad_checkpoint, cuda_graphs and compile
     change how a step runs (memory, speed), not what it computes; checkpoint_every (minutes) how often last.pt
     is written inside an epoch.
 
@@ -209,7 +210,7 @@ class TrainConfig:
     device: str = "auto"
     seed: int = 0
     workers: int | None = None
-    grad_checkpoint: bool = False
+    grad_checkpoint: bool | None = None
     cuda_graphs: bool | None = None
     compile: bool = False
     checkpoint_every: float = 10.0
@@ -242,7 +243,7 @@ class TrainConfig:
         if not _is_number(self.drop_path) or not 0 <= self.drop_path < 1:
             raise OptionError("drop_path", f"must be a number in [0, 1), got {self.drop_path!r}")
         _positive_int("workers", self.workers, allow_none=True, minimum=0)
-        _boolean("grad_checkpoint", self.grad_checkpoint)
+        _boolean("grad_checkpoint", self.grad_checkpoint, allow_none=True)
         _boolean("cuda_graphs", self.cuda_graphs, allow_none=True)
         _boolean("compile", self.compile)
         return TrainConfig(

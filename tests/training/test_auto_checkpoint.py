@@ -20,11 +20,6 @@ from vmrnn_cli.training.step_modes import TURNED_ON, fit_in_memory
 TINY = ["--embed-dim", "8", "--depths", "1", "--batch-size", "8", "--device", "cpu", "--seed", "0", "--epochs", "1"]
 GIVEN = {"embed_dim": 8, "depths": [1], "batch_size": 8, "device": "cpu", "epochs": 2, "seed": 3}
 OOM = "CUDA out of memory. Tried to allocate 2.00 GiB. GPU 0 has a total capacity of 79.19 GiB"
-# the switch needs `grad_checkpoint` unset by default (None), so that an explicit --no-grad-checkpoint can refuse it
-needs_unset_default = pytest.mark.skipif(
-    TrainConfig.grad_checkpoint is not None,
-    reason="TrainConfig.grad_checkpoint defaults to False here: no default left for the automatic switch",
-)
 
 
 @pytest.fixture
@@ -79,7 +74,6 @@ def untimed(rows: list[dict]) -> list[dict]:
     return [{k: v for k, v in row.items() if k not in ("samples_per_s", "seconds")} for row in rows]
 
 
-@needs_unset_default
 def test_a_step_that_does_not_fit_turns_checkpointing_on_and_trains_as_if_given(
     cli, tiny_run, tmp_path, small_card
 ) -> None:
@@ -120,7 +114,6 @@ def test_no_grad_checkpoint_refuses_the_switch_in_one_line(cli, tiny_run, tmp_pa
     assert not (tmp_path / "run" / "last.pt").exists()
 
 
-@needs_unset_default
 def test_resume_keeps_the_switch_and_equals_an_uninterrupted_run(
     cli, tiny_run, tmp_path, small_card, interrupted_train, capsys
 ) -> None:
@@ -139,7 +132,6 @@ def test_resume_keeps_the_switch_and_equals_an_uninterrupted_run(
     assert_same_run(straight, resumed)
 
 
-@needs_unset_default
 def test_a_capture_that_does_not_fit_turns_checkpointing_on_before_the_run_starts(
     cli, tiny_run, tmp_path, monkeypatch
 ) -> None:

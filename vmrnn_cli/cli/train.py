@@ -86,14 +86,16 @@ def command(
         ),
     ] = None,
     grad_checkpoint: Annotated[
-        bool,
+        bool | None,
         typer.Option(
             "--grad-checkpoint/--no-grad-checkpoint",
             metavar="",
+            show_default=False,
             help="Keep only each frame's inputs and state and recompute the rest in backward: far less memory for one "
-            "extra forward pass; same maths.",
+            "extra forward pass; same maths (default: off, turned on by itself where a training step does not fit "
+            "in GPU memory).",
         ),
-    ] = False,
+    ] = None,
     cuda_graphs: Annotated[
         bool | None,
         typer.Option(
