@@ -11,8 +11,6 @@ import sys
 import time
 from pathlib import Path
 
-import torch
-
 from vmrnn_cli import synthetic
 from vmrnn_cli.data.prepare import prepare
 from vmrnn_cli.forecast.predict import predict
@@ -48,21 +46,16 @@ def demo(out_dir: Path, device: str = "auto", overwrite: bool = False) -> list[P
     """Run the demo in out_dir, a new or empty directory or, with `overwrite`, an earlier demo's; returns the
     result files. The directory's manifest lists everything the demo wrote.
 
-    Torch runs on one CPU thread meanwhile: the demo's tensors are so small that intra-op threads cost
-    more than they give (a training step was 10x slower with 2 threads on a busy 2-core machine).
+    Torch uses the thread budget (`--threads`) like every command: with OpenMP's waiting threads asleep (see
+    vmrnn_cli.cli.main) two threads are no slower than one on a busy 2-core machine (benchmarks/RESULTS.md).
     """
     out_dir = Path(out_dir)
     empty = out_dir.is_dir() and not out_dir.is_symlink() and not any(out_dir.iterdir())
     check_output(out_dir, overwrite or empty, directory=True)
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        with locked(out_dir):
-            paths = _run(out_dir, device)
-            write_manifest(out_dir)
-            return paths
-    finally:
-        torch.set_num_threads(threads)
+    with locked(out_dir):
+        paths = _run(out_dir, device)
+        write_manifest(out_dir)
+        return paths
 
 
 def _run(out_dir: Path, device: str) -> list[Path]:

@@ -88,6 +88,10 @@ def _stop(signum: int, _frame: object) -> None:
 def main() -> None:
     """Entry point: run the app, turning any failure into one line on stderr: exit 2 for a bad option value, 1 for
     anything else, 128 + the signal's number after Ctrl-C or SIGTERM."""
+    # OpenMP threads that wait for work sleep instead of spinning, unless the user chose otherwise. It must be in the
+    # environment before torch loads OpenMP (the commands import torch only when they run): spinning threads steal
+    # the CPU from the threads with work when the machine is busy (a small train 8x slower beside 2 busy processes).
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, _stop)
     logging.getLogger("rasterio").addHandler(logging.NullHandler())  # GDAL's messages: the error line says it
