@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import math
-import sys
+import tomllib
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
@@ -17,11 +17,6 @@ from typing import Any
 import pandas as pd
 
 from vmrnn_cli.errors import OptionError, VmrnnError
-
-if sys.version_info >= (3, 11):
-    import tomllib
-else:
-    import tomli as tomllib
 
 ARCHS = ("vmrnn-b", "vmrnn-d")
 DEVICES = ("auto", "cpu", "cuda")

@@ -10,7 +10,7 @@ NetCDF variables are deflated and chunked one time step per chunk, Zarr arrays c
 from __future__ import annotations
 
 import re
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
@@ -125,7 +125,7 @@ def forecast_dataset(
         var: (("time", y_dim, x_dim), da.values[:, i], {"long_name": band})
         for i, (var, band) in enumerate(zip(names, bands))
     }
-    created = datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    created = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
     ds = xr.Dataset(
         data_vars,
         coords,
