@@ -46,8 +46,9 @@ def demo(out_dir: Path, device: str = "auto", overwrite: bool = False) -> list[P
     """Run the demo in out_dir, a new or empty directory or, with `overwrite`, an earlier demo's; returns the
     result files. The directory's manifest lists everything the demo wrote.
 
-    Torch uses the thread budget (`--threads`) like every command: with OpenMP's waiting threads asleep (see
-    vmrnn_cli.cli.main) two threads are no slower than one on a busy 2-core machine (benchmarks/RESULTS.md).
+    Torch uses the thread budget (`--threads`) like every command. With OpenMP's waiting threads asleep (see
+    vmrnn_cli.cli.main) the default trains the demo's model within 1.2x of the best setting on a 2-core machine,
+    idle or beside 2 busy processes (benchmarks/RESULTS.md, "CPU: the default thread budget").
     """
     out_dir = Path(out_dir)
     empty = out_dir.is_dir() and not out_dir.is_symlink() and not any(out_dir.iterdir())
